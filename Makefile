@@ -1,0 +1,61 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Each installs what it needs first (system packages, the virtualenv from the lock file, the package).
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+# Bytecode makes every Airflow process and task start faster (the sandbox disables it by default).
+unexport PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
+PYTEST_ARGS ?=
+
+.PHONY: help demo test test-fast lint typecheck system-deps install services lock clean bench
+
+help:
+	@echo "make demo   - migrate a fleet of SQLite shards through Airflow, live"
+	@echo "make test   - the whole test suite (starts PostgreSQL/MariaDB when needed)"
+	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - benchmarks (ratios against baselines measured in the same run)"
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+$(STAMP): requirements.lock pyproject.toml | system-deps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	@scripts/ensure-services.sh
+
+demo: install
+	$(BIN)/shardmigrate demo
+
+test: install services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check airflow_provider_shardmigrate tests bench
+	$(BIN)/ruff format --check airflow_provider_shardmigrate tests bench
+	$(BIN)/mypy airflow_provider_shardmigrate
+
+bench: install services
+	$(BIN)/python bench/run_all.py
+
+# Re-resolve the lock file after changing dependencies in pyproject.toml.
+lock:
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache shardmigrate-demo

@@ -1,0 +1,104 @@
+"""The per-shard history row (DESIGN 2.6) and the decision what to do with a shard given its row.
+
+The decision is pure so every engine, every strategy and the CLI take exactly the same branch for the
+same history -- the engines only carry it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+HISTORY_TABLE = "shardmigrate_history"
+
+HISTORY_COLUMNS = (
+    "migration_id",
+    "checksum",
+    "description",
+    "status",
+    "statements_applied",
+    "statements_total",
+    "applied_at",
+    "rolled_back_at",
+    "duration_ms",
+    "dag_id",
+    "run_id",
+    "error",
+)
+
+
+class HistoryStatus(StrEnum):
+    RUNNING = "running"
+    APPLIED = "applied"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    BASELINED = "baselined"
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    migration_id: str
+    checksum: str
+    status: HistoryStatus
+    description: str = ""
+    statements_applied: int = 0
+    statements_total: int = 0
+    applied_at: datetime | None = None
+    rolled_back_at: datetime | None = None
+    duration_ms: int | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    error: str | None = None
+
+    def evolve(self, **changes: object) -> HistoryRecord:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def as_row(self) -> tuple[object, ...]:
+        return tuple(getattr(self, column) for column in HISTORY_COLUMNS)
+
+
+class ApplyAction(StrEnum):
+    APPLY = "apply"  # run the script from ``start_at``
+    SKIP = "skip"  # already at the target: already_applied
+    REFUSE = "refuse"  # history contradicts the script: failed, invalid_script
+
+
+@dataclass(frozen=True)
+class ApplyDecision:
+    action: ApplyAction
+    start_at: int = 0
+    reason: str = ""
+
+
+def decide_apply(row: HistoryRecord | None, checksum: str) -> ApplyDecision:
+    """What to do with a shard whose history row for this migration is ``row``."""
+    if row is None or row.status is HistoryStatus.ROLLED_BACK:
+        return ApplyDecision(ApplyAction.APPLY)
+    if row.status in (HistoryStatus.APPLIED, HistoryStatus.BASELINED):
+        if row.checksum == checksum:
+            return ApplyDecision(ApplyAction.SKIP, reason=f"{row.status.value} with the same checksum")
+        return ApplyDecision(
+            ApplyAction.REFUSE,
+            reason=(
+                f"migration was {row.status.value} on this shard with checksum {row.checksum}, but the scripts "
+                f"now hash to {checksum}; a migration that ran must not change -- write a new migration"
+            ),
+        )
+    # running or failed: a partial apply of a non-transactional migration (or a crash mid-way)
+    if row.statements_applied == 0:
+        return ApplyDecision(ApplyAction.APPLY)
+    if row.checksum != checksum:
+        return ApplyDecision(
+            ApplyAction.REFUSE,
+            reason=(
+                f"migration stopped after {row.statements_applied} of {row.statements_total} statements with "
+                f"checksum {row.checksum}, and the scripts now hash to {checksum}; resuming a changed script is "
+                "unsafe -- restore the script, or repair the shard by hand and baseline it"
+            ),
+        )
+    return ApplyDecision(
+        ApplyAction.APPLY,
+        start_at=row.statements_applied,
+        reason=f"resuming after statement {row.statements_applied} of {row.statements_total}",
+    )

@@ -1,0 +1,234 @@
+"""Migration folders (DESIGN 2.1): loading, validation and checksums.
+
+A migration is a folder whose name is its id -- the idempotency key recorded in every shard's history.
+The checksum covers every script file (names included, LF line endings), so a script edited after it
+ran somewhere is caught before it runs anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from airflow_provider_shardmigrate.core.errors import (
+    InvalidScriptError,
+    MigrationNotFoundError,
+    Problem,
+    raise_if_problems,
+)
+from airflow_provider_shardmigrate.core.options import MigrationOptions, parse_options
+
+SQL_VARIANTS = ("postgres", "mysql", "mssql", "sqlite")
+MONGO_VARIANT = "mongo"
+DIRECTIONS = ("up", "down")
+OPTIONS_FILE = "migration.yaml"
+MIGRATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+_SCRIPT_NAME = re.compile(r"^(up|down)(?:\.([a-z0-9_]+))?\.(sql|json)$")
+
+
+def script_file_name(direction: str, variant: str | None) -> str:
+    if variant == MONGO_VARIANT:
+        return f"{direction}.mongo.json"
+    return f"{direction}.{variant}.sql" if variant else f"{direction}.sql"
+
+
+def canonical_text(raw: bytes) -> str:
+    """Decode and normalise line endings so a CRLF checkout and an LF checkout hash the same."""
+    text = raw.decode("utf-8-sig")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def compute_checksum(scripts: Mapping[str, str]) -> str:
+    """``sha256:<hex>`` over ``name NUL content NUL`` of every script, sorted by name."""
+    digest = hashlib.sha256()
+    for name in sorted(scripts):
+        digest.update(name.encode("utf-8") + b"\0" + scripts[name].encode("utf-8") + b"\0")
+    return f"sha256:{digest.hexdigest()}"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One validated migration folder."""
+
+    id: str
+    path: Path
+    scripts: Mapping[str, str] = field(repr=False)  # file name -> canonical text
+    options: MigrationOptions
+    checksum: str
+
+    @property
+    def description(self) -> str:
+        return self.options.description
+
+    def script_for(self, direction: str, variant: str) -> tuple[str, str] | None:
+        """The script a shard of ``variant`` runs: its own variant file, else the generic one.
+
+        MongoDB shards only ever run ``*.mongo.json``; SQL shards never do.
+        """
+        candidates = (
+            [script_file_name(direction, MONGO_VARIANT)]
+            if variant == MONGO_VARIANT
+            else [script_file_name(direction, variant), script_file_name(direction, None)]
+        )
+        for name in candidates:
+            if name in self.scripts:
+                return name, self.scripts[name]
+        return None
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Engines this migration has a script for ("" = the generic ``up.sql``)."""
+        found = []
+        for name in self.scripts:
+            match = _SCRIPT_NAME.match(name)
+            if match and match.group(1) == "up":
+                found.append(match.group(2) or "")
+        return tuple(sorted(found))
+
+
+def _classify(name: str) -> tuple[str, str | None] | None:
+    """(direction, variant) for a recognised script name; None for a name that is not a script."""
+    match = _SCRIPT_NAME.match(name)
+    if not match:
+        return None
+    direction, variant, ext = match.groups()
+    if ext == "json" and variant != MONGO_VARIANT:
+        raise ValueError(f"unknown script file '{name}': JSON scripts must be named up.mongo.json / down.mongo.json")
+    if ext == "sql" and variant is not None and variant not in SQL_VARIANTS:
+        raise ValueError(
+            f"unknown script variant '{variant}' in '{name}'; use one of: {', '.join(SQL_VARIANTS)} "
+            f"(e.g. up.postgres.sql)"
+        )
+    if ext == "sql" and variant == MONGO_VARIANT:
+        raise ValueError(f"'{name}': MongoDB scripts are JSON (up.mongo.json)")
+    return direction, variant
+
+
+def _check_mongo_script(name: str, text: str, source: str) -> list[Problem]:
+    try:
+        commands: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [Problem(f"not valid JSON ({exc.msg} at line {exc.lineno})", source)]
+    if isinstance(commands, dict):
+        commands = [commands]
+    if not isinstance(commands, list) or not commands or not all(isinstance(c, dict) and c for c in commands):
+        return [Problem("must be a JSON list of MongoDB command documents, e.g. [{\"create\": \"orders\"}]", source)]
+    return []
+
+
+def load_migration(path: str | Path) -> Migration:
+    """Load and validate one migration folder; raises :class:`InvalidScriptError` listing every problem."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise MigrationNotFoundError(f"migration folder '{folder}' does not exist")
+    migration_id = folder.name
+    problems: list[Problem] = []
+    if not MIGRATION_ID_PATTERN.match(migration_id):
+        problems.append(
+            Problem(
+                "the folder name is the migration id and may only hold letters, digits, '_', '.', '-' "
+                "(starting with a letter or digit, at most 200 characters)",
+                str(folder),
+            )
+        )
+
+    scripts: dict[str, str] = {}
+    for file in sorted(folder.iterdir()):
+        if not file.is_file():
+            continue
+        try:
+            kind = _classify(file.name)
+        except ValueError as exc:
+            problems.append(Problem(str(exc), str(file)))
+            continue
+        if kind is None:
+            continue
+        try:
+            text = canonical_text(file.read_bytes())
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(f"is not UTF-8 text ({exc.reason} at byte {exc.start})", str(file)))
+            continue
+        if not text.strip():
+            problems.append(Problem("script is empty", str(file)))
+            continue
+        if kind[1] == MONGO_VARIANT:
+            problems.extend(_check_mongo_script(file.name, text, str(file)))
+        scripts[file.name] = text
+
+    empty_found = any(p.message == "script is empty" for p in problems)
+    if "up.sql" not in scripts and "up.mongo.json" not in scripts and not empty_found:
+        problems.append(
+            Problem("missing up.sql (required; MongoDB-only migrations use up.mongo.json)", str(folder))
+        )
+    for name in scripts:
+        direction, variant = _classify(name) or ("", None)
+        twin = script_file_name("down" if direction == "up" else "up", variant)
+        if twin not in scripts and not (folder / twin).exists():
+            problems.append(
+                Problem(f"'{name}' has no matching '{twin}' (every forward script needs its reverse)", str(folder))
+            )
+
+    options = MigrationOptions()
+    options_file = folder / OPTIONS_FILE
+    if options_file.exists():
+        try:
+            raw = yaml.safe_load(options_file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            problems.append(Problem(f"is not valid YAML: {exc}", str(options_file)))
+        else:
+            options, option_problems = parse_options(raw, str(options_file))
+            problems.extend(option_problems)
+
+    checksum = compute_checksum(scripts)
+    if options.checksum and options.checksum != checksum:
+        problems.append(
+            Problem(
+                f"checksum mismatch: migration.yaml says {options.checksum}, the scripts hash to {checksum}",
+                str(options_file),
+                "checksum",
+            )
+        )
+    raise_if_problems(problems, InvalidScriptError, f"migration '{migration_id}' is invalid")
+    return Migration(
+        id=migration_id, path=folder, scripts=MappingProxyType(scripts), options=options, checksum=checksum
+    )
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    """Every migration folder under a root: the valid ones, and the broken ones with their errors."""
+
+    root: Path
+    migrations: tuple[Migration, ...]
+    broken: Mapping[str, InvalidScriptError | MigrationNotFoundError]
+
+    def get(self, migration_id: str) -> Migration:
+        for migration in self.migrations:
+            if migration.id == migration_id:
+                return migration
+        if migration_id in self.broken:
+            raise self.broken[migration_id]
+        raise MigrationNotFoundError(f"no migration '{migration_id}' under '{self.root}'")
+
+
+def load_migrations(root: str | Path) -> MigrationSet:
+    """Load every migration folder under ``root``; one broken folder never hides the others."""
+    base = Path(root)
+    if not base.is_dir():
+        raise MigrationNotFoundError(f"migrations folder '{base}' does not exist")
+    valid: list[Migration] = []
+    broken: dict[str, InvalidScriptError | MigrationNotFoundError] = {}
+    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        try:
+            valid.append(load_migration(folder))
+        except (InvalidScriptError, MigrationNotFoundError) as exc:
+            broken[folder.name] = exc
+    return MigrationSet(root=base, migrations=tuple(valid), broken=MappingProxyType(broken))

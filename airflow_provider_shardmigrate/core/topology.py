@@ -1,0 +1,196 @@
+"""The shard topology file (DESIGN 2.2): which shards exist, in which order, and how drift is watched.
+
+The order of ``shards`` is the rollout order of every strategy. Shard ids are compared case-insensitively
+(``Shard-1`` and ``shard-1`` are the same shard) because they end up in task ids, history and reports
+that humans read and type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airflow_provider_shardmigrate.core.errors import InvalidTopologyError, Problem, raise_if_problems
+
+SHARD_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+
+
+class DriftDepth(StrEnum):
+    TABLES_ONLY = "tables_only"
+    TABLES_AND_COLUMNS = "tables_and_columns"
+    FULL = "full"
+
+
+@dataclass(frozen=True)
+class Shard:
+    id: str
+    conn_id: str
+    active: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.id.casefold()
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    schedule: str | None = "@hourly"
+    baseline: str | None = None
+    depth: DriftDepth = DriftDepth.TABLES_AND_COLUMNS
+    critical_tables: tuple[str, ...] = ()
+    grace_period: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    shards: tuple[Shard, ...]
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    source: str = "<topology>"
+
+    @property
+    def active_shards(self) -> tuple[Shard, ...]:
+        return tuple(shard for shard in self.shards if shard.active)
+
+    def find(self, shard_id: str) -> Shard | None:
+        key = shard_id.casefold()
+        return next((shard for shard in self.shards if shard.key == key), None)
+
+    def get(self, shard_id: str) -> Shard:
+        shard = self.find(shard_id)
+        if shard is None:
+            raise InvalidTopologyError(f"{self.source}: no shard '{shard_id}' in the topology")
+        return shard
+
+
+_SHARD_KEYS = {"id", "conn_id", "active"}
+_DRIFT_KEYS = {"schedule", "baseline", "depth", "critical_tables", "grace_period"}
+_TOP_KEYS = {"shards", "drift"}
+
+
+def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]:
+    if not isinstance(raw, list):
+        problems.append(Problem("must be a list of shards (each with id and conn_id)", source, "shards"))
+        return []
+    shards: list[Shard] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        where = f"shards[{index}]"
+        if not isinstance(item, Mapping):
+            problems.append(Problem("must be a mapping with id and conn_id", source, where))
+            continue
+        for key in sorted(set(item) - _SHARD_KEYS, key=str):
+            problems.append(Problem(f"unknown key; allowed: {', '.join(sorted(_SHARD_KEYS))}", source, f"{where}.{key}"))
+        shard_id, conn_id, active = item.get("id"), item.get("conn_id"), item.get("active", True)
+        ok = True
+        if not isinstance(shard_id, str) or not SHARD_ID_PATTERN.match(shard_id):
+            problems.append(
+                Problem(
+                    f"shard id {shard_id!r} must be 1-100 letters, digits, '_', '.', '-' (starting with a letter or "
+                    "digit)",
+                    source,
+                    f"{where}.id",
+                )
+            )
+            ok = False
+        elif shard_id.casefold() in seen:
+            problems.append(
+                Problem(
+                    f"duplicate shard id '{shard_id}' (ids are case-insensitive; first seen at "
+                    f"shards[{seen[shard_id.casefold()]}])",
+                    source,
+                    f"{where}.id",
+                )
+            )
+            ok = False
+        else:
+            seen[shard_id.casefold()] = index
+        if not isinstance(conn_id, str) or not CONN_ID_PATTERN.match(conn_id):
+            problems.append(
+                Problem(f"conn_id {conn_id!r} must name an Airflow connection", source, f"{where}.conn_id")
+            )
+            ok = False
+        if not isinstance(active, bool):
+            problems.append(Problem(f"must be true or false, got {active!r}", source, f"{where}.active"))
+            ok = False
+        if ok:
+            shards.append(Shard(id=shard_id, conn_id=conn_id, active=active))
+    return shards
+
+
+def _parse_drift(raw: Any, shards: list[Shard], source: str, problems: list[Problem]) -> DriftSettings:
+    if raw is None:
+        return DriftSettings()
+    if not isinstance(raw, Mapping):
+        problems.append(Problem("must be a mapping", source, "drift"))
+        return DriftSettings()
+    for key in sorted(set(raw) - _DRIFT_KEYS, key=str):
+        problems.append(Problem(f"unknown key; allowed: {', '.join(sorted(_DRIFT_KEYS))}", source, f"drift.{key}"))
+    values: dict[str, Any] = {}
+    if "schedule" in raw:
+        if raw["schedule"] is None or (isinstance(raw["schedule"], str) and raw["schedule"].strip()):
+            values["schedule"] = raw["schedule"]
+        else:
+            problems.append(Problem(f"must be a cron expression, a preset like '@hourly', or null, got {raw['schedule']!r}", source, "drift.schedule"))
+    if raw.get("baseline") is not None:
+        baseline = raw["baseline"]
+        known = {shard.key: shard for shard in shards}
+        if not isinstance(baseline, str) or baseline.casefold() not in known:
+            problems.append(Problem(f"baseline {baseline!r} is not a shard of this topology", source, "drift.baseline"))
+        else:
+            values["baseline"] = known[baseline.casefold()].id
+    if "depth" in raw:
+        try:
+            values["depth"] = DriftDepth(raw["depth"])
+        except ValueError:
+            allowed = ", ".join(d.value for d in DriftDepth)
+            problems.append(Problem(f"unknown depth {raw['depth']!r}; use one of: {allowed}", source, "drift.depth"))
+    if "critical_tables" in raw:
+        tables = raw["critical_tables"]
+        if isinstance(tables, list) and all(isinstance(t, str) and t.strip() for t in tables):
+            values["critical_tables"] = tuple(t.strip() for t in tables)
+        else:
+            problems.append(Problem("must be a list of table names", source, "drift.critical_tables"))
+    if "grace_period" in raw:
+        grace = raw["grace_period"]
+        if isinstance(grace, int | float) and not isinstance(grace, bool) and grace >= 0:
+            values["grace_period"] = float(grace)
+        else:
+            problems.append(Problem(f"must be a number of seconds >= 0, got {grace!r}", source, "drift.grace_period"))
+    return DriftSettings(**values)
+
+
+def parse_topology(data: Any, source: str = "<topology>") -> Topology:
+    """Validate a parsed topology document; raises :class:`InvalidTopologyError` listing every problem."""
+    problems: list[Problem] = []
+    if not isinstance(data, Mapping):
+        raise InvalidTopologyError(f"{source}: must be a mapping with a 'shards' list")
+    for key in sorted(set(data) - _TOP_KEYS, key=str):
+        problems.append(Problem(f"unknown key; allowed: {', '.join(sorted(_TOP_KEYS))}", source, str(key)))
+    if "shards" not in data:
+        problems.append(Problem("missing; list every shard with its id and conn_id", source, "shards"))
+    shards = _parse_shards(data.get("shards", []), source, problems) if "shards" in data else []
+    drift = _parse_drift(data.get("drift"), shards, source, problems)
+    raise_if_problems(problems, InvalidTopologyError, f"topology '{source}' is invalid")
+    return Topology(shards=tuple(shards), drift=drift, source=source)
+
+
+def load_topology(path: str | Path) -> Topology:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidTopologyError(f"topology file '{file}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidTopologyError(f"topology file '{file}' cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidTopologyError(f"{file}: not valid YAML: {exc}") from None
+    return parse_topology(data, str(file))

@@ -1,0 +1,46 @@
+"""What the migration and rollback DAGs share: ids, defaults and the Airflow limits checked at build time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
+
+DAG_PREFIX = "shardmigrate__"
+ROLLBACK_SUFFIX = "__rollback"
+START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def migration_dag_id(migration_id: str) -> str:
+    return f"{DAG_PREFIX}{migration_id}"
+
+
+def rollback_dag_id(migration_id: str) -> str:
+    return f"{DAG_PREFIX}{migration_id}{ROLLBACK_SUFFIX}"
+
+
+def max_map_length() -> int:
+    from airflow.sdk import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
+
+
+def check_mappable(count: int, what: str) -> None:
+    """Refuse at build time what Airflow would fail at run time (``[core] max_map_length``)."""
+    limit = max_map_length()
+    if count > limit:
+        raise InvalidTopologyError(
+            f"{what} maps {count} shards into one task, above Airflow's [core] max_map_length of {limit}; "
+            "use the rolling strategy (batches of max_parallelism), or raise max_map_length knowingly"
+        )
+
+
+def dag_defaults(**overrides: Any) -> dict[str, Any]:
+    return {
+        "schedule": None,
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        **overrides,
+    }

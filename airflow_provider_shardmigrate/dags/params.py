@@ -1,0 +1,53 @@
+"""Trigger-form / REST ``conf`` params, JSON-schema validated by Airflow (a bad value is a 400)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_shardmigrate.core.options import MigrationOptions
+
+
+def migration_params(options: MigrationOptions) -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    return {
+        "stop_on_first_failure": Param(
+            options.stop_on_first_failure,
+            type="boolean",
+            title="Stop on first failure",
+            description="When a shard fails, shards that have not started yet are left pending.",
+        ),
+        "auto_rollback": Param(
+            options.auto_rollback,
+            type="boolean",
+            title="Auto-rollback",
+            description="If the rollout does not fully succeed, run down on the shards this run applied.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Every shard reports what it would do (would_apply / already_applied / failed); no DDL runs.",
+        ),
+    }
+
+
+def rollback_params(shard_ids: list[str]) -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    return {
+        "shards": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": shard_ids},
+            uniqueItems=True,
+            title="Shards",
+            description="Shards to roll back; empty means every active shard whose history says the migration is there.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Every shard reports whether it would roll back; no DDL runs.",
+        ),
+    }

@@ -1,0 +1,1 @@
+"""Operators: per-shard apply/rollback, canary gate, auto-rollback, report and the final gate."""

@@ -1,0 +1,77 @@
+"""The canary gate: the rest of the fleet starts only after the canary applied cleanly, passed an
+optional validation query, and baked for an optional time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class CanaryGateOperator(BaseOperator):
+    """Check the canary before the rest of the fleet migrates.
+
+    :param canary_task_id: Task id of the canary's apply task.
+    :param canary_shard_id: The canary shard.
+    :param canary_conn_id: Its Airflow connection.
+    :param validation_query: SQL whose first column must be truthy after the canary applied (optional).
+    :param bake_time: Seconds to wait before releasing the rest of the fleet.
+    :param timeout: Seconds the validation query may run (enforced by the database).
+    """
+
+    template_fields: Sequence[str] = ("validation_query",)
+    ui_color = "#fff0c0"
+
+    def __init__(
+        self,
+        *,
+        canary_task_id: str,
+        canary_shard_id: str,
+        canary_conn_id: str,
+        validation_query: str | None = None,
+        bake_time: float = 0.0,
+        timeout: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.canary_task_id = canary_task_id
+        self.canary_shard_id = canary_shard_id
+        self.canary_conn_id = canary_conn_id
+        self.validation_query = validation_query
+        self.bake_time = bake_time
+        self.timeout = timeout
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_provider_shardmigrate.core.deadline import Deadline
+        from airflow_provider_shardmigrate.core.errors import ErrorCode, ShardMigrateError
+        from airflow_provider_shardmigrate.core.topology import Shard
+        from airflow_provider_shardmigrate.engines import engine_for
+
+        status = context["ti"].xcom_pull(task_ids=self.canary_task_id, key="return_value") or {}
+        if status.get("outcome") not in ("succeeded", "already_applied", "would_apply"):
+            raise AirflowFailException(f"canary '{self.canary_shard_id}' did not apply: {status or 'no result'}")
+        dry_run = bool(context["params"].get("dry_run"))
+        checked: Any = None
+        if self.validation_query and not dry_run:
+            try:
+                with engine_for(Shard(self.canary_shard_id, self.canary_conn_id)) as engine:
+                    checked = engine.query_scalar(self.validation_query, Deadline(self.timeout))
+            except ShardMigrateError as exc:
+                raise AirflowFailException(f"canary validation query failed: {exc}") from exc
+            if not checked:
+                raise AirflowFailException(
+                    f"[{ErrorCode.MIGRATION_FAILED}] canary '{self.canary_shard_id}' failed validation: the query "
+                    f"returned {checked!r}; the rest of the fleet is left pending"
+                )
+            self.log.info("canary validation passed (%r)", checked)
+        if self.bake_time and not dry_run:
+            self.log.info("baking the canary for %gs", self.bake_time)
+            time.sleep(self.bake_time)
+        return {"canary": self.canary_shard_id, "validation": None if checked is None else str(checked)}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Make sure the local PostgreSQL and MariaDB servers the tests use are up; start them when they are not.
+set -uo pipefail
+wait_for() { # name, check command
+  for _ in $(seq 1 60); do eval "$2" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  echo "$1 did not come up" >&2; return 1
+}
+if command -v pg_isready >/dev/null; then
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    wait_for PostgreSQL "pg_isready -h 127.0.0.1 -p 5432 -q" || exit 1
+  fi
+else
+  echo "warning: PostgreSQL is not installed here; PostgreSQL tests will fail and say so" >&2
+fi
+if command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ]; then
+  if ! mysqladmin -h 127.0.0.1 -P 3306 -uroot status >/dev/null 2>&1; then
+    echo "starting MariaDB"
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+    wait_for MariaDB "mysqladmin -h 127.0.0.1 -P 3306 -uroot status" || exit 1
+  fi
+else
+  echo "warning: MariaDB is not installed here; MariaDB tests will fail and say so" >&2
+fi
+exit 0
