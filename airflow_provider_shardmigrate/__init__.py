@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["build_drift_dag", "build_migration_dag", "build_rollback_dag", "load_migration_dags", "__version__"]
+__all__ = ["__version__", "build_drift_dag", "build_migration_dag", "build_rollback_dag", "load_migration_dags"]
 
 _LAZY = {
     "build_migration_dag": "airflow_provider_shardmigrate.dags.migration",

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+#: Fixtures for the PostgreSQL and MariaDB servers (unique shard databases per test session).
+pytest_plugins = ["tests.server_fixtures"]
+
 _HOME = Path(tempfile.mkdtemp(prefix="shardmigrate-test-airflow-"))
 (_HOME / "dags").mkdir()
 os.environ.update(

@@ -120,7 +120,7 @@ def _check_mongo_script(name: str, text: str, source: str) -> list[Problem]:
     if isinstance(commands, dict):
         commands = [commands]
     if not isinstance(commands, list) or not commands or not all(isinstance(c, dict) and c for c in commands):
-        return [Problem("must be a JSON list of MongoDB command documents, e.g. [{\"create\": \"orders\"}]", source)]
+        return [Problem('must be a JSON list of MongoDB command documents, e.g. [{"create": "orders"}]', source)]
     return []
 
 
@@ -165,9 +165,7 @@ def load_migration(path: str | Path) -> Migration:
 
     empty_found = any(p.message == "script is empty" for p in problems)
     if "up.sql" not in scripts and "up.mongo.json" not in scripts and not empty_found:
-        problems.append(
-            Problem("missing up.sql (required; MongoDB-only migrations use up.mongo.json)", str(folder))
-        )
+        problems.append(Problem("missing up.sql (required; MongoDB-only migrations use up.mongo.json)", str(folder)))
     for name in scripts:
         direction, variant = _classify(name) or ("", None)
         twin = script_file_name("down" if direction == "up" else "up", variant)

@@ -3,11 +3,11 @@ BEGIN...END bodies), so non-transactional engines can run and count statements o
 
 from __future__ import annotations
 
-import sqlparse
-
 
 def split_sql(script: str) -> list[str]:
     """Statements of ``script`` in order; statements that are only comments are dropped."""
+    import sqlparse
+
     statements = []
     for statement in sqlparse.split(script):
         if sqlparse.format(statement, strip_comments=True).strip().strip(";").strip():

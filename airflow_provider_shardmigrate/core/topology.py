@@ -86,7 +86,9 @@ def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]
             problems.append(Problem("must be a mapping with id and conn_id", source, where))
             continue
         for key in sorted(set(item) - _SHARD_KEYS, key=str):
-            problems.append(Problem(f"unknown key; allowed: {', '.join(sorted(_SHARD_KEYS))}", source, f"{where}.{key}"))
+            problems.append(
+                Problem(f"unknown key; allowed: {', '.join(sorted(_SHARD_KEYS))}", source, f"{where}.{key}")
+            )
         shard_id, conn_id, active = item.get("id"), item.get("conn_id"), item.get("active", True)
         ok = True
         if not isinstance(shard_id, str) or not SHARD_ID_PATTERN.match(shard_id):
@@ -112,9 +114,7 @@ def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]
         else:
             seen[shard_id.casefold()] = index
         if not isinstance(conn_id, str) or not CONN_ID_PATTERN.match(conn_id):
-            problems.append(
-                Problem(f"conn_id {conn_id!r} must name an Airflow connection", source, f"{where}.conn_id")
-            )
+            problems.append(Problem(f"conn_id {conn_id!r} must name an Airflow connection", source, f"{where}.conn_id"))
             ok = False
         if not isinstance(active, bool):
             problems.append(Problem(f"must be true or false, got {active!r}", source, f"{where}.active"))
@@ -137,7 +137,13 @@ def _parse_drift(raw: Any, shards: list[Shard], source: str, problems: list[Prob
         if raw["schedule"] is None or (isinstance(raw["schedule"], str) and raw["schedule"].strip()):
             values["schedule"] = raw["schedule"]
         else:
-            problems.append(Problem(f"must be a cron expression, a preset like '@hourly', or null, got {raw['schedule']!r}", source, "drift.schedule"))
+            problems.append(
+                Problem(
+                    f"must be a cron expression, a preset like '@hourly', or null, got {raw['schedule']!r}",
+                    source,
+                    "drift.schedule",
+                )
+            )
     if raw.get("baseline") is not None:
         baseline = raw["baseline"]
         known = {shard.key: shard for shard in shards}

@@ -51,7 +51,9 @@ class _ShardTasks:
         from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
 
         shard = wave.shards[0]
-        task = ShardMigrationOperator(task_id=task_id, shard_id=shard.id, conn_id=shard.conn_id, **self.common, **kwargs)
+        task = ShardMigrationOperator(
+            task_id=task_id, shard_id=shard.id, conn_id=shard.conn_id, **self.common, **kwargs
+        )
         self.task_ids.append(task.task_id)
         return task
 

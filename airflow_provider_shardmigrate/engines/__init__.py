@@ -20,7 +20,11 @@ def connection_type(conn_id: str, shard_id: str | None = None) -> str:
     try:
         connection = BaseHook.get_connection(conn_id)
     except Exception as exc:  # Airflow raises AirflowNotFoundException (core) or its SDK twin
-        if "isn't defined" in str(exc) or "not found" in str(exc).lower() or type(exc).__name__.endswith("NotFoundException"):
+        if (
+            "isn't defined" in str(exc)
+            or "not found" in str(exc).lower()
+            or type(exc).__name__.endswith("NotFoundException")
+        ):
             raise InvalidTopologyError(
                 f"Airflow connection '{conn_id}' is not defined (define it in the UI, as AIRFLOW_CONN_"
                 f"{conn_id.upper()}, or in a secrets backend)",

@@ -111,7 +111,7 @@ def apply_to_shard(
                     return ShardStatus(shard.id, Outcome.WOULD_APPLY, _elapsed_ms(started), None, note)
                 _apply(engine, migration, steps, decision.start_at, deadline, run, started)
                 return ShardStatus(shard.id, Outcome.SUCCEEDED, _elapsed_ms(started))
-    except BaseException as exc:  # noqa: BLE001 - a shard failure must become a status, whatever it is
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         log.warning("shard %s: %s", shard.id, exc)
@@ -163,7 +163,9 @@ def _apply(
                 record.evolve(
                     status=HistoryStatus.FAILED,
                     duration_ms=_elapsed_ms(started),
-                    error=redact(f"statement {index + 1} of {len(steps)} failed: {message} -- {preview(str(steps[index]))}"),
+                    error=redact(
+                        f"statement {index + 1} of {len(steps)} failed: {message} -- {preview(str(steps[index]))}"
+                    ),
                 )
             )
             raise
@@ -190,13 +192,17 @@ def rollback_shard(
             script = _script(migration, "down", engine)
             with engine.migration_lock(deadline):
                 row = engine.read_history(migration.id)
-                if row is None or (row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED) and row.statements_applied == 0):
+                if row is None or (
+                    row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED) and row.statements_applied == 0
+                ):
                     return ShardStatus(
                         shard.id, Outcome.PENDING, _elapsed_ms(started), None, "nothing to roll back: not applied here"
                     )
                 if row.status is HistoryStatus.ROLLED_BACK:
                     when = row.rolled_back_at.isoformat() if row.rolled_back_at else "earlier"
-                    return ShardStatus(shard.id, Outcome.ROLLED_BACK, _elapsed_ms(started), None, f"already rolled back ({when})")
+                    return ShardStatus(
+                        shard.id, Outcome.ROLLED_BACK, _elapsed_ms(started), None, f"already rolled back ({when})"
+                    )
                 if row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED):
                     raise RollbackFailedError(
                         f"migration is partially applied ({row.statements_applied} of {row.statements_total} "
@@ -207,17 +213,27 @@ def rollback_shard(
                 steps = engine.split(script)
                 if dry_run:
                     return ShardStatus(
-                        shard.id, Outcome.WOULD_APPLY, _elapsed_ms(started), None, f"would roll back ({len(steps)} statement(s))"
+                        shard.id,
+                        Outcome.WOULD_APPLY,
+                        _elapsed_ms(started),
+                        None,
+                        f"would roll back ({len(steps)} statement(s))",
                     )
                 _rollback(engine, row, steps, deadline, run, started)
                 return ShardStatus(shard.id, Outcome.ROLLED_BACK, _elapsed_ms(started))
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         log.warning("shard %s: rollback failed: %s", shard.id, exc)
         status = failure_status(shard, started, exc, ErrorCode.ROLLBACK_FAILED)
         if status.error_code in (ErrorCode.MIGRATION_FAILED.value,):
-            status = ShardStatus(status.shard_id, status.outcome, status.duration_ms, ErrorCode.ROLLBACK_FAILED.value, status.error_message)
+            status = ShardStatus(
+                status.shard_id,
+                status.outcome,
+                status.duration_ms,
+                ErrorCode.ROLLBACK_FAILED.value,
+                status.error_message,
+            )
         return status
 
 
@@ -259,32 +275,34 @@ def baseline_shard(
     started = time.monotonic()
     try:
         deadline = Deadline(migration.options.per_shard_timeout)
-        with engine_factory(shard) as engine:
-            with engine.migration_lock(deadline):
-                engine.ensure_history_table()
-                row = engine.read_history(migration.id)
-                decision = decide_apply(row, migration.checksum)
-                if decision.action is ApplyAction.SKIP:
-                    return ShardStatus(shard.id, Outcome.ALREADY_APPLIED, _elapsed_ms(started), None, decision.reason)
-                if decision.action is ApplyAction.REFUSE or (row is not None and row.status is not HistoryStatus.ROLLED_BACK):
-                    raise InvalidScriptError(
-                        decision.reason or f"history row is '{row.status.value if row else '?'}'; refusing to baseline over it",
-                        shard_id=shard.id,
-                    )
-                engine.save_history(
-                    HistoryRecord(
-                        migration_id=migration.id,
-                        checksum=migration.checksum,
-                        status=HistoryStatus.BASELINED,
-                        description=migration.description,
-                        applied_at=_now(),
-                        duration_ms=0,
-                        dag_id=run.dag_id,
-                        run_id=run.run_id,
-                    )
+        with engine_factory(shard) as engine, engine.migration_lock(deadline):
+            engine.ensure_history_table()
+            row = engine.read_history(migration.id)
+            decision = decide_apply(row, migration.checksum)
+            if decision.action is ApplyAction.SKIP:
+                return ShardStatus(shard.id, Outcome.ALREADY_APPLIED, _elapsed_ms(started), None, decision.reason)
+            if decision.action is ApplyAction.REFUSE or (
+                row is not None and row.status is not HistoryStatus.ROLLED_BACK
+            ):
+                raise InvalidScriptError(
+                    decision.reason
+                    or f"history row is '{row.status.value if row else '?'}'; refusing to baseline over it",
+                    shard_id=shard.id,
                 )
-                return ShardStatus(shard.id, Outcome.SUCCEEDED, _elapsed_ms(started), None, "baselined")
-    except BaseException as exc:  # noqa: BLE001
+            engine.save_history(
+                HistoryRecord(
+                    migration_id=migration.id,
+                    checksum=migration.checksum,
+                    status=HistoryStatus.BASELINED,
+                    description=migration.description,
+                    applied_at=_now(),
+                    duration_ms=0,
+                    dag_id=run.dag_id,
+                    run_id=run.run_id,
+                )
+            )
+            return ShardStatus(shard.id, Outcome.SUCCEEDED, _elapsed_ms(started), None, "baselined")
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return failure_status(shard, started, exc, ErrorCode.MIGRATION_FAILED)

@@ -104,7 +104,9 @@ class SqliteEngine(ShardEngine):
                 f"file:{quote(str(self.path))}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise MigrationFailedError(f"cannot open SQLite database '{self.path}': {exc}", shard_id=self.shard_id) from exc
+            raise MigrationFailedError(
+                f"cannot open SQLite database '{self.path}': {exc}", shard_id=self.shard_id
+            ) from exc
 
     def close(self) -> None:
         if self._conn is not None:
@@ -119,7 +121,9 @@ class SqliteEngine(ShardEngine):
 
     # -- history -----------------------------------------------------------------------------------
     def _history_exists(self) -> bool:
-        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (HISTORY_TABLE,)).fetchone()
+        row = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (HISTORY_TABLE,)
+        ).fetchone()
         return row is not None
 
     def ensure_history_table(self) -> None:

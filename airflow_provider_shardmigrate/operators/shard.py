@@ -79,7 +79,9 @@ class ShardMigrationOperator(BaseOperator):
     def _skip(self, context: Context, reason: str) -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        context["ti"].xcom_push(key="return_value", value=ShardStatus(self.shard_id, Outcome.PENDING, 0, None, reason).to_xcom())
+        context["ti"].xcom_push(
+            key="return_value", value=ShardStatus(self.shard_id, Outcome.PENDING, 0, None, reason).to_xcom()
+        )
         raise AirflowSkipException(f"shard '{self.shard_id}': {reason}")
 
     def _another_shard_failed(self, context: Context) -> bool:
