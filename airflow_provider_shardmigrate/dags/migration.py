@@ -20,6 +20,10 @@ from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
 from airflow_provider_shardmigrate.core.topology import Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import check_mappable, dag_defaults, migration_dag_id
 from airflow_provider_shardmigrate.dags.params import migration_params
+from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP
+
+#: Task id of the mapped per-shard task of a parallel wave (inside the ``shards`` group).
+MAPPED_TASK_ID = f"{SHARDS_GROUP}.apply"
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -81,10 +85,11 @@ def _wire_shards(plan: RolloutPlan, tasks: _ShardTasks, migration: Migration) ->
     created: list[Any] = []
     previous: Any = None
     for wave in plan.waves:
+        after = [previous.task_id] if previous is not None else []
         if wave.kind is WaveKind.SHARD:
-            task = tasks.single(wave.shards[0].id, wave, trigger_rule=TriggerRule.ALL_DONE)
+            task = tasks.single(wave.shards[0].id, wave, trigger_rule=TriggerRule.ALL_DONE, stop_after=after)
         elif wave.kind is WaveKind.ALL:
-            task = tasks.mapped("apply", wave, "the parallel strategy")
+            task = tasks.mapped("apply", wave, "the parallel strategy", stop_watch=[MAPPED_TASK_ID])
         elif wave.kind is WaveKind.BATCH:
             with TaskGroup(f"batch_{wave.index + 1}", tooltip=", ".join(s.id for s in wave.shards[:20])):
                 task = tasks.mapped(
@@ -92,7 +97,7 @@ def _wire_shards(plan: RolloutPlan, tasks: _ShardTasks, migration: Migration) ->
                     wave,
                     f"rolling batch {wave.index + 1}",
                     trigger_rule=TriggerRule.ALL_DONE,
-                    own_group=f"shards.batch_{wave.index + 1}",
+                    stop_after=after,
                 )
         elif wave.kind is WaveKind.CANARY:
             canary = wave.shards[0]
@@ -111,7 +116,7 @@ def _wire_shards(plan: RolloutPlan, tasks: _ShardTasks, migration: Migration) ->
             previous >> gate
             created.append(gate)
             previous = gate
-            task = tasks.mapped("apply", wave, "the canary_first strategy")
+            task = tasks.mapped("apply", wave, "the canary_first strategy", stop_watch=[MAPPED_TASK_ID])
         if previous is not None:
             previous >> task
         created.append(task)
@@ -159,7 +164,7 @@ def build_migration_dag(
     kwargs.update(dag_kwargs)
     with DAG(dag_id or migration_dag_id(migration.id), **kwargs) as dag:
         tasks = _ShardTasks(migration, strategy)
-        with TaskGroup("shards", tooltip=f"{len(targets)} shard(s), {strategy}"):
+        with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}"):
             created, leaves = _wire_shards(plan, tasks, migration)
         rollback = AutoRollbackOperator(
             task_id=ROLLBACK_TASK_ID,

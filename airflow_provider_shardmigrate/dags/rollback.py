@@ -42,7 +42,7 @@ def build_rollback_dag(
         MigrationGateOperator,
         MigrationReportOperator,
     )
-    from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
+    from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP, ShardMigrationOperator
 
     migration = _as_migration(migration)
     topology = _as_topology(topology)
@@ -63,14 +63,13 @@ def build_rollback_dag(
     )
     kwargs.update(dag_kwargs)
     with DAG(dag_id or rollback_dag_id(migration.id), **kwargs) as dag:
-        with TaskGroup("shards"):
+        with TaskGroup(SHARDS_GROUP):
             undo = ShardMigrationOperator.partial(
                 task_id="rollback",
                 migration_path=str(migration.path),
                 migration_checksum=migration.checksum,
                 action="rollback",
                 strategy="rollback",
-                stop_group=None,
                 retries=0,
                 max_active_tis_per_dagrun=width,
                 map_index_template="{{ task.shard_id }}",

@@ -44,9 +44,10 @@ class ShardMigrationOperator(BaseOperator):
     :param conn_id: Airflow connection of the shard.
     :param action: ``apply`` or ``rollback``.
     :param strategy: Strategy of the rollout (for metrics and spans).
-    :param stop_group: Task group whose failed tasks stop this shard when ``stop_on_first_failure`` is set.
-    :param own_group: Task group of this shard's own wave (a rolling batch): its failures do not stop it,
-        because a failing batch completes.
+    :param stop_watch: Task ids whose failed instances stop this shard when ``stop_on_first_failure`` is
+        set (a parallel wave watches itself).
+    :param stop_after: Task ids of the previous wave (chain link or rolling batch): a shard there that
+        failed or was stopped stops this one.
     """
 
     template_fields: Sequence[str] = ()
@@ -62,8 +63,8 @@ class ShardMigrationOperator(BaseOperator):
         conn_id: str,
         action: str = "apply",
         strategy: str = "",
-        stop_group: str | None = SHARDS_GROUP,
-        own_group: str | None = None,
+        stop_watch: Sequence[str] = (),
+        stop_after: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -73,8 +74,8 @@ class ShardMigrationOperator(BaseOperator):
         self.conn_id = conn_id
         self.action = action
         self.strategy = strategy
-        self.stop_group = stop_group
-        self.own_group = own_group
+        self.stop_watch = list(stop_watch)
+        self.stop_after = list(stop_after)
 
     def _skip(self, context: Context, reason: str) -> None:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -84,22 +85,23 @@ class ShardMigrationOperator(BaseOperator):
         )
         raise AirflowSkipException(f"shard '{self.shard_id}': {reason}")
 
-    def _another_shard_failed(self, context: Context) -> bool:
-        if not self.stop_group:
-            return False
+    def _stopped_by_failure(self, context: Context) -> bool:
+        """Whether a failure this shard must stop for is already known (task ids given at build time,
+        so the check is one count and one XCom read, whatever the fleet size)."""
         ti = context["ti"]
-
-        def failed_in(group: str) -> int:
-            return int(
-                ti.get_ti_count(
-                    dag_id=ti.dag_id, run_ids=[ti.run_id], task_group_id=group, states=["failed", "up_for_retry"]
-                )
-            )
-
-        failed = failed_in(self.stop_group)
-        if failed and self.own_group:
-            failed -= failed_in(self.own_group)
-        return failed > 0
+        watched = sorted(set(self.stop_watch) | set(self.stop_after))
+        if not watched:
+            return False
+        failed = ti.get_ti_count(
+            dag_id=ti.dag_id, task_ids=watched, run_ids=[ti.run_id], states=["failed", "up_for_retry"]
+        )
+        if failed:
+            return True
+        if self.stop_after:
+            previous = ti.xcom_pull(task_ids=self.stop_after, key="return_value") or []
+            stopped = {Outcome.FAILED.value, Outcome.PENDING.value}
+            return any(isinstance(v, dict) and v.get("outcome") in stopped for v in previous)
+        return False
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
@@ -109,7 +111,9 @@ class ShardMigrationOperator(BaseOperator):
 
         params = context["params"]
         dry_run = bool(params.get("dry_run", False))
-        if self.action == "apply" and params.get("stop_on_first_failure") and self._another_shard_failed(context):
+        # A dry run ignores stop_on_first_failure: its point is that every shard says what it would do.
+        stop = self.action == "apply" and not dry_run and params.get("stop_on_first_failure")
+        if stop and self._stopped_by_failure(context):
             self._skip(context, "not started: another shard failed and stop_on_first_failure is set")
         if self.action == "rollback":
             selected = {s.casefold() for s in params.get("shards") or []}

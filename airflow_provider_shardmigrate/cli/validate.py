@@ -1,0 +1,77 @@
+"""``shardmigrate validate``: check every migration folder and the topology; list every problem."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from airflow_provider_shardmigrate.cli._common import add_paths, console
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="validate migrations (scripts, checksums, migration.yaml) and the topology",
+        description="Exit code 0 when everything is valid, 1 otherwise; every problem is listed.",
+    )
+    add_paths(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from airflow_provider_shardmigrate.core.errors import ShardMigrateError
+    from airflow_provider_shardmigrate.core.plans import plan_rollout
+    from airflow_provider_shardmigrate.core.scripts import load_migrations
+    from airflow_provider_shardmigrate.core.topology import load_topology
+
+    out = console()
+    problems: list[tuple[str, str]] = []  # (where, message)
+
+    def record(where: str, error: ShardMigrateError) -> None:
+        if error.problems:
+            problems.extend((where, f"[{error.code}] {problem}") for problem in error.problems)
+        else:
+            problems.append((where, str(error)))
+
+    topology = None
+    try:
+        topology = load_topology(args.topology)
+    except ShardMigrateError as exc:
+        record("topology", exc)
+    migrations = None
+    try:
+        migrations = load_migrations(args.migrations)
+    except ShardMigrateError as exc:
+        record("migrations", exc)
+
+    table = Table(title="migrations", show_lines=False)
+    for column in ("migration", "strategy", "waves", "checksum", "status"):
+        table.add_column(column)
+    if migrations is not None:
+        for migration_id, error in migrations.broken.items():
+            record(migration_id, error)
+            table.add_row(migration_id, "", "", "", "[bold red]invalid[/]")
+        for migration in migrations.migrations:
+            waves = ""
+            status = "[green]valid[/]"
+            if topology is not None:
+                try:
+                    waves = str(len(plan_rollout(topology.shards, migration.options).waves))
+                except ShardMigrateError as exc:
+                    record(migration.id, exc)
+                    status = "[bold red]invalid[/]"
+            table.add_row(migration.id, migration.options.strategy.value, waves, migration.checksum, status)
+        out.print(table)
+    if topology is not None:
+        active = len(topology.active_shards)
+        out.print(f"topology {escape(str(args.topology))}: {len(topology.shards)} shard(s), {active} active")
+    if problems:
+        out.print(f"[bold red]{len(problems)} problem(s):[/]")
+        for where, message in problems:
+            out.print(f"  [bold]{escape(where)}[/]: {escape(message)}")
+        return 1
+    out.print("[green]everything is valid[/]")
+    return 0

@@ -1,0 +1,125 @@
+"""``load_migration_dags`` as Airflow's DagBag parses it: the one-line DAG file, broken folders that stay
+visible, topology errors, build-time limits, and no database or connection touched at parse time."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
+from airflow_provider_shardmigrate.dags.migration import build_migration_dag
+
+DAG_FILE = textwrap.dedent(
+    """
+    from airflow_provider_shardmigrate import load_migration_dags
+
+    globals().update(load_migration_dags("migrations", topology="shards.yaml"))
+    """
+)
+TOPOLOGY = "shards:\n  - {id: a, conn_id: conn_that_does_not_exist}\n  - {id: b, conn_id: other_missing}\n"
+
+
+def dags_folder(tmp_path: Path, write_migration, topology: str = TOPOLOGY) -> Path:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "shards.yaml").write_text(topology)
+    (folder / "migration_dags.py").write_text(DAG_FILE)
+    write_migration("001_good", root=folder / "migrations")
+    write_migration("002_other", root=folder / "migrations", options={"strategy": "rolling", "max_parallelism": 1})
+    return folder
+
+
+def parse(folder: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(folder))
+
+
+def test_one_line_file_builds_rollout_and_rollback_dags_without_touching_connections(tmp_path, write_migration):
+    bag = parse(dags_folder(tmp_path, write_migration))
+    assert bag.import_errors == {}
+    assert sorted(bag.dags) == [
+        "shardmigrate__001_good",
+        "shardmigrate__001_good__rollback",
+        "shardmigrate__002_other",
+        "shardmigrate__002_other__rollback",
+    ]
+    # The connections in the topology do not exist: parsing never looked them up.
+    rolling = bag.dags["shardmigrate__002_other"]
+    assert sorted(rolling.task_ids) == [
+        "auto_rollback", "gate", "report", "shards.batch_1.apply", "shards.batch_2.apply",
+    ]
+
+
+def test_broken_migration_folder_is_visible_and_does_not_hide_the_others(tmp_path, write_migration):
+    folder = dags_folder(tmp_path, write_migration)
+    broken = write_migration("003_broken", root=folder / "migrations", options={"strategy": "yolo"})
+    (broken / "down.sql").write_text("   \n")
+    bag = parse(folder)
+    assert bag.import_errors == {}
+    assert "shardmigrate__001_good" in bag.dags and "shardmigrate__002_other" in bag.dags
+    dag = bag.dags["shardmigrate__003_broken"]
+    assert dag.description.startswith("INVALID: [shardmigrate.invalid_script]")
+    assert "strategy" in dag.doc_md and "down.sql" in dag.doc_md and "script is empty" in dag.doc_md
+    assert dag.task_ids == ["invalid_migration"]
+    assert "invalid" in dag.tags
+
+
+def test_canary_missing_from_topology_makes_an_invalid_dag(tmp_path, write_migration):
+    folder = dags_folder(tmp_path, write_migration)
+    write_migration("004_canary", root=folder / "migrations", options={"strategy": "canary_first", "canary": "zz"})
+    dag = parse(folder).dags["shardmigrate__004_canary"]
+    assert "canary 'zz' is not an active shard" in dag.doc_md
+
+
+def test_broken_topology_is_the_files_import_error_naming_file_field_and_code(tmp_path, write_migration):
+    folder = dags_folder(tmp_path, write_migration, topology="shards:\n  - {id: a, conn_id: x}\n  - {id: A, conn_id: y}\n")
+    bag = parse(folder)
+    assert bag.dags == {}
+    (error,) = bag.import_errors.values()
+    assert "shardmigrate.invalid_topology" in error
+    assert "shards.yaml" in error and "shards[1].id" in error and "duplicate shard id 'A'" in error
+
+
+def test_zero_active_shards_is_an_error_at_build_time(tmp_path, write_migration):
+    folder = dags_folder(tmp_path, write_migration, topology="shards:\n  - {id: a, conn_id: x, active: false}\n")
+    (error,) = parse(folder).import_errors.values()
+    assert "shardmigrate.invalid_topology" in error and "no active shard" in error
+    from airflow_provider_shardmigrate.core.topology import parse_topology
+
+    with pytest.raises(InvalidTopologyError, match="no active shard"):
+        build_migration_dag(folder / "migrations" / "001_good", parse_topology({"shards": [{"id": "a", "conn_id": "x", "active": False}]}))
+
+
+def test_more_shards_than_airflow_can_map_is_refused_at_build_time(tmp_path, write_migration, monkeypatch):
+    from airflow_provider_shardmigrate.core.topology import parse_topology
+
+    topology = parse_topology({"shards": [{"id": f"s{i}", "conn_id": f"c{i}"} for i in range(12)]})
+    migration = write_migration("005_wide", options={"strategy": "parallel"})
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "10")
+    with pytest.raises(InvalidTopologyError, match=r"maps 12 shards .* max_map_length of 10"):
+        build_migration_dag(migration, topology)
+    # rolling batches stay under the limit, so the same fleet builds
+    rolling = write_migration("006_rolling", options={"strategy": "rolling", "max_parallelism": 5})
+    assert len(build_migration_dag(rolling, topology).task_ids) == 3 + 3
+
+
+def test_sequential_tasks_are_labelled_with_shard_ids(tmp_path, write_migration):
+    from airflow_provider_shardmigrate.core.topology import parse_topology
+
+    topology = parse_topology({"shards": [{"id": "eu-1", "conn_id": "c1"}, {"id": "us.2", "conn_id": "c2"}]})
+    dag = build_migration_dag(write_migration("007_seq"), topology)
+    assert [t for t in dag.task_ids if t.startswith("shards.")] == ["shards.eu-1", "shards.us.2"]
+    assert dag.get_task("shards.eu-1").downstream_task_ids >= {"shards.us.2"}
+
+
+def test_absolute_paths_and_base_dir(tmp_path, write_migration):
+    from airflow_provider_shardmigrate import load_migration_dags
+
+    folder = dags_folder(tmp_path, write_migration)
+    dags = load_migration_dags(folder / "migrations", topology=folder / "shards.yaml", include_rollback=False)
+    assert sorted(dags) == ["shardmigrate__001_good", "shardmigrate__002_other"]
+    relative = load_migration_dags("migrations", topology="shards.yaml", base_dir=folder)
+    assert len(relative) == 4
