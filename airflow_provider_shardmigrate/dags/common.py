@@ -44,3 +44,16 @@ def dag_defaults(**overrides: Any) -> dict[str, Any]:
         "max_active_runs": 1,
         **overrides,
     }
+
+
+def attach_params(dag: Any, params: dict[str, Any]) -> None:
+    """Give ``dag`` its Params *after* its tasks exist.
+
+    Airflow deep-copies the DAG's params into every operator created inside it; with a thousand
+    per-shard tasks that copy dominated parse time. At run time Airflow merges the DAG's params, the
+    task's own and the run's conf (``process_params``), so tasks do not need the copy; the trigger
+    form and REST validation read the DAG's params.
+    """
+    from airflow.sdk.definitions.param import ParamsDict
+
+    dag.params.update(ParamsDict(params))

@@ -18,7 +18,7 @@ from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, plan_rollout
 from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
 from airflow_provider_shardmigrate.core.topology import Topology, load_topology
-from airflow_provider_shardmigrate.dags.common import check_mappable, dag_defaults, migration_dag_id
+from airflow_provider_shardmigrate.dags.common import attach_params, check_mappable, dag_defaults, migration_dag_id
 from airflow_provider_shardmigrate.dags.params import migration_params
 from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP
 
@@ -76,13 +76,14 @@ class _ShardTasks:
         return task
 
 
-def _wire_shards(plan: RolloutPlan, tasks: _ShardTasks, migration: Migration) -> tuple[list[Any], list[Any]]:
-    """Create the per-shard tasks of ``plan``; return (all created tasks, leaves to hang the report on)."""
+def _wire_shards(plan: RolloutPlan, tasks: _ShardTasks, migration: Migration) -> list[Any]:
+    """Create the per-shard tasks of ``plan``; return the last wave's task, which finishes last: every
+    link of a chain waits for the previous one (``all_done``), and a failed canary fails its gate and
+    the rest (``upstream_failed`` counts as done)."""
     from airflow.sdk import TaskGroup, TriggerRule
 
     from airflow_provider_shardmigrate.operators.canary import CanaryGateOperator
 
-    created: list[Any] = []
     previous: Any = None
     for wave in plan.waves:
         after = [previous.task_id] if previous is not None else []
@@ -114,14 +115,12 @@ def _wire_shards(plan: RolloutPlan, tasks: _ShardTasks, migration: Migration) ->
                 timeout=migration.options.per_shard_timeout,
             )
             previous >> gate
-            created.append(gate)
             previous = gate
             task = tasks.mapped("apply", wave, "the canary_first strategy", stop_watch=[MAPPED_TASK_ID])
         if previous is not None:
             previous >> task
-        created.append(task)
         previous = task
-    return created, [previous]
+    return [previous]
 
 
 def build_migration_dag(
@@ -157,7 +156,6 @@ def build_migration_dag(
     kwargs = dag_defaults(
         description=(migration.description or f"Roll out {migration.id}")[:500],
         doc_md=_doc(migration, plan),
-        params=migration_params(options),
         tags=["shardmigrate", f"strategy:{strategy}"],
         max_active_tasks=max(16, plan.max_parallelism + 2),
     )
@@ -165,7 +163,7 @@ def build_migration_dag(
     with DAG(dag_id or migration_dag_id(migration.id), **kwargs) as dag:
         tasks = _ShardTasks(migration, strategy)
         with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}"):
-            created, leaves = _wire_shards(plan, tasks, migration)
+            leaves = _wire_shards(plan, tasks, migration)
         rollback = AutoRollbackOperator(
             task_id=ROLLBACK_TASK_ID,
             migration_path=str(migration.path),
@@ -185,9 +183,9 @@ def build_migration_dag(
             trigger_rule=TriggerRule.ALL_DONE,
         )
         gate = MigrationGateOperator(task_id="gate", trigger_rule=TriggerRule.ALL_DONE)
-        for task in created:
-            task >> rollback
+        leaves >> rollback
         rollback >> report >> gate
+    attach_params(dag, migration_params(options))
     return dag
 
 

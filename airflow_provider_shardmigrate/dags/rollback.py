@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
 from airflow_provider_shardmigrate.core.scripts import Migration
 from airflow_provider_shardmigrate.core.topology import Topology
-from airflow_provider_shardmigrate.dags.common import check_mappable, dag_defaults, rollback_dag_id
+from airflow_provider_shardmigrate.dags.common import attach_params, check_mappable, dag_defaults, rollback_dag_id
 from airflow_provider_shardmigrate.dags.migration import _as_migration, _as_topology
 from airflow_provider_shardmigrate.dags.params import rollback_params
 
@@ -57,7 +57,6 @@ def build_rollback_dag(
             f"### Rollback of `{migration.id}`\n\nRuns `down` on every selected active shard whose history row is "
             "`applied` or `baselined`, and marks it `rolled_back`. Shards without the migration report `pending`."
         ),
-        params=rollback_params([shard.id for shard in shards]),
         tags=["shardmigrate", "rollback"],
         max_active_tasks=max(16, width + 2),
     )
@@ -85,4 +84,5 @@ def build_rollback_dag(
         )
         gate = MigrationGateOperator(task_id="gate", trigger_rule=TriggerRule.ALL_DONE)
         undo >> report >> gate
+    attach_params(dag, rollback_params([shard.id for shard in shards]))
     return dag
