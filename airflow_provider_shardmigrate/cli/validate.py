@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = Table(title="migrations", show_lines=False)
     for column in ("migration", "strategy", "waves", "checksum", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     if migrations is not None:
         for migration_id, error in migrations.broken.items():
             record(migration_id, error)

@@ -1,0 +1,6 @@
+"""Every folder under migrations/ becomes a rollout DAG (shardmigrate__<id>) and a rollback DAG
+(shardmigrate__<id>__rollback) over the shards listed in shards.yaml."""
+
+from airflow_provider_shardmigrate import load_migration_dags
+
+globals().update(load_migration_dags("migrations", topology="shards.yaml"))
