@@ -12,7 +12,6 @@ from typing import Any
 
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
 from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome
-
 from airflow_provider_shardmigrate.operators.report import ROLLBACK_TASK_ID
 from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP
 
@@ -49,9 +48,11 @@ def progress_from_rows(
     ``rollback_xcom``: the auto-rollback task's result (shard id -> status), when it ran."""
     outcomes: dict[str, Outcome] = {}
     for value in [*shard_xcoms, *(rollback_xcom or {}).values()]:
-        if isinstance(value, dict) and "shard_id" in value and "outcome" in value:
-            if value["outcome"] != Outcome.FAILED or value["shard_id"] not in outcomes:
-                outcomes[value["shard_id"]] = Outcome(value["outcome"])
+        if not (isinstance(value, dict) and "shard_id" in value and "outcome" in value):
+            continue
+        # a failed rollback does not hide that the shard was applied
+        if value["outcome"] != Outcome.FAILED or value["shard_id"] not in outcomes:
+            outcomes[value["shard_id"]] = Outcome(value["outcome"])
     running: list[str] = []
     rolling_back = False
     for task_id, _map_index, rendered, state in task_rows:

@@ -18,12 +18,36 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.markup import escape
+def _migrations_table(migrations: Any, topology: Any, record: Any) -> Any:
+    """One row per migration; plans are checked against the topology (a canary that is not a shard...)."""
     from rich.table import Table
 
     from airflow_provider_shardmigrate.core.errors import ShardMigrateError
     from airflow_provider_shardmigrate.core.plans import plan_rollout
+
+    table = Table(title="migrations", show_lines=False)
+    for column in ("migration", "strategy", "waves", "checksum", "status"):
+        table.add_column(column, overflow="fold")
+    for migration_id, error in migrations.broken.items():
+        record(migration_id, error)
+        table.add_row(migration_id, "", "", "", "[bold red]invalid[/]")
+    for migration in migrations.migrations:
+        waves = ""
+        status = "[green]valid[/]"
+        if topology is not None:
+            try:
+                waves = str(len(plan_rollout(topology.shards, migration.options).waves))
+            except ShardMigrateError as exc:
+                record(migration.id, exc)
+                status = "[bold red]invalid[/]"
+        table.add_row(migration.id, migration.options.strategy.value, waves, migration.checksum, status)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from airflow_provider_shardmigrate.core.errors import ShardMigrateError
     from airflow_provider_shardmigrate.core.scripts import load_migrations
     from airflow_provider_shardmigrate.core.topology import load_topology
 
@@ -47,24 +71,8 @@ def run(args: argparse.Namespace) -> int:
     except ShardMigrateError as exc:
         record("migrations", exc)
 
-    table = Table(title="migrations", show_lines=False)
-    for column in ("migration", "strategy", "waves", "checksum", "status"):
-        table.add_column(column, overflow="fold")
     if migrations is not None:
-        for migration_id, error in migrations.broken.items():
-            record(migration_id, error)
-            table.add_row(migration_id, "", "", "", "[bold red]invalid[/]")
-        for migration in migrations.migrations:
-            waves = ""
-            status = "[green]valid[/]"
-            if topology is not None:
-                try:
-                    waves = str(len(plan_rollout(topology.shards, migration.options).waves))
-                except ShardMigrateError as exc:
-                    record(migration.id, exc)
-                    status = "[bold red]invalid[/]"
-            table.add_row(migration.id, migration.options.strategy.value, waves, migration.checksum, status)
-        out.print(table)
+        out.print(_migrations_table(migrations, topology, record))
     if topology is not None:
         active = len(topology.active_shards)
         out.print(f"topology {escape(str(args.topology))}: {len(topology.shards)} shard(s), {active} active")

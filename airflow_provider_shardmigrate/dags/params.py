@@ -42,7 +42,9 @@ def rollback_params(shard_ids: list[str]) -> dict[str, Any]:
             items={"type": "string", "enum": shard_ids},
             uniqueItems=True,
             title="Shards",
-            description="Shards to roll back; empty means every active shard whose history says the migration is there.",
+            description=(
+                "Shards to roll back; empty means every active shard whose history says the migration is there."
+            ),
         ),
         "dry_run": Param(
             False,

@@ -219,7 +219,7 @@ def rollback_shard(
                         None,
                         f"would roll back ({len(steps)} statement(s))",
                     )
-                _rollback(engine, row, steps, deadline, run, started)
+                _rollback(engine, row, steps, deadline, run, started, transactional=migration.options.transactional)
                 return ShardStatus(shard.id, Outcome.ROLLED_BACK, _elapsed_ms(started))
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -238,7 +238,14 @@ def rollback_shard(
 
 
 def _rollback(
-    engine: ShardEngine, row: HistoryRecord, steps: list[Step], deadline: Deadline, run: RunInfo, started: float
+    engine: ShardEngine,
+    row: HistoryRecord,
+    steps: list[Step],
+    deadline: Deadline,
+    run: RunInfo,
+    started: float,
+    *,
+    transactional: bool = True,
 ) -> None:
     done = row.evolve(
         status=HistoryStatus.ROLLED_BACK,
@@ -247,7 +254,9 @@ def _rollback(
         run_id=run.run_id or row.run_id,
         error=None,
     )
-    if engine.transactional_ddl:
+    # A ``transactional: false`` migration's down script (``DROP INDEX CONCURRENTLY``) cannot run in a
+    # transaction block either: it goes statement by statement like the up script did.
+    if engine.transactional_ddl and transactional:
         engine.run_in_transaction(steps, done, deadline)
         return
     for index, step in enumerate(steps):

@@ -81,7 +81,8 @@ class SqliteEngine(ShardEngine):
     def _database_path(self) -> Path:
         from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
-        connection = SqliteHook(sqlite_conn_id=self.conn_id).get_connection(self.conn_id)
+        hook = SqliteHook(sqlite_conn_id=self.conn_id)  # type: ignore[no-untyped-call]
+        connection = hook.get_connection(self.conn_id)
         # Airflow keeps the file path in ``host`` (JSON/UI form) or ``schema`` (sqlite:////path URI form).
         raw = connection.host or connection.schema or ""
         if not raw:
