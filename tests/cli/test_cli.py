@@ -92,7 +92,10 @@ def test_demo_runs_end_to_end(tmp_path):
     # running it again over its own folder works (it replaces its previous working folder)
     again = subprocess.run(
         [sys.executable, "-m", "airflow_provider_shardmigrate.cli", "demo", "--workdir", str(tmp_path / "demo")],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert again.returncode == 0, again.stdout + again.stderr
 
