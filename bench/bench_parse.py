@@ -121,7 +121,9 @@ def main() -> int:
             t, tasks_ours = timed(build_ours, root, 1)
             ours.append(t)
     o, b = statistics.median(ours), statistics.median(base)
-    print(f"parse cost: {args.migrations} migrations x {args.shards} shards (rollout + rollback DAGs), {args.repeat} runs")
+    print(
+        f"parse cost: {args.migrations} migrations x {args.shards} shards (rollout + rollback DAGs), {args.repeat} runs"
+    )
     print(f"  baseline (EmptyOperator, same shapes): {b:.3f}s median ({tasks_base} tasks)")
     print(f"  load_migration_dags:                   {o:.3f}s median ({tasks_ours} tasks)")
     print(f"  ratio ours/baseline: {o / b:.2f}x  (goal <= 1.5x)")

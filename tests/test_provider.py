@@ -14,10 +14,12 @@ def test_get_provider_info_matches_the_schema():
     import json
     from importlib.metadata import entry_points
 
-    import jsonschema
     import airflow
+    import jsonschema
 
-    (entry,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_provider_shardmigrate")]
+    (entry,) = [
+        e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_provider_shardmigrate")
+    ]
     info = entry.load()()
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     jsonschema.validate(info, schema)

@@ -7,7 +7,7 @@ because a rollout across hundreds of shards must never start from a half-underst
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -45,69 +45,83 @@ _OPTIONAL_TEXT_FIELDS = ("canary", "canary_validation", "checksum")
 KNOWN_KEYS = frozenset(f.name for f in fields(MigrationOptions))
 
 
+class _Bad(ValueError):
+    """A value that cannot be used; the message says why."""
+
+
+def _strategy(value: Any) -> Strategy:
+    try:
+        return Strategy(str(value).strip())
+    except ValueError:
+        allowed = ", ".join(s.value for s in Strategy)
+        raise _Bad(f"unknown strategy {value!r}; use one of: {allowed}") from None
+
+
+def _max_parallelism(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise _Bad(f"must be >= 1, got {value}")
+    return value
+
+
+def _seconds(value: Any, *, positive: bool) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise _Bad(f"must be a number of seconds, got {value!r}")
+    if positive and value <= 0:
+        raise _Bad(f"must be a positive number of seconds, got {value}")
+    if value < 0:
+        raise _Bad(f"must not be negative, got {value}")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"must be true or false, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _description(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"must be a string, got {value!r}")
+    return value.strip()
+
+
+#: Field -> converter, in the order problems are reported. Text fields set to null keep their default.
+_CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("strategy", _strategy),
+    ("max_parallelism", _max_parallelism),
+    ("per_shard_timeout", lambda v: _seconds(v, positive=True)),
+    ("canary_bake_time", lambda v: _seconds(v, positive=False)),
+    *((key, _bool) for key in _BOOL_FIELDS),
+    *((key, _text) for key in _OPTIONAL_TEXT_FIELDS),
+    ("description", _description),
+)
+_NULL_MEANS_DEFAULT = frozenset((*_OPTIONAL_TEXT_FIELDS, "description"))
+
+
 def parse_options(raw: Mapping[str, Any] | None, source: str) -> tuple[MigrationOptions, list[Problem]]:
     """Turn the YAML mapping into options; returns defaults for fields with problems plus the problems."""
-    problems: list[Problem] = []
     if raw is None:
-        return MigrationOptions(), problems
+        return MigrationOptions(), []
     if not isinstance(raw, Mapping):
         return MigrationOptions(), [Problem("must be a mapping of option names to values", source)]
-
+    problems = [
+        Problem(f"unknown key; allowed keys: {', '.join(sorted(KNOWN_KEYS))}", source, str(key))
+        for key in sorted(set(raw) - KNOWN_KEYS, key=str)
+    ]
     values: dict[str, Any] = {}
-
-    def bad(field: str, message: str) -> None:
-        problems.append(Problem(message, source, field))
-
-    for key in sorted(set(raw) - KNOWN_KEYS, key=str):
-        bad(str(key), f"unknown key; allowed keys: {', '.join(sorted(KNOWN_KEYS))}")
-
-    if "strategy" in raw:
+    for key, convert in _CONVERTERS:
+        if key not in raw or (raw[key] is None and key in _NULL_MEANS_DEFAULT):
+            continue
         try:
-            values["strategy"] = Strategy(str(raw["strategy"]).strip())
-        except ValueError:
-            allowed = ", ".join(s.value for s in Strategy)
-            bad("strategy", f"unknown strategy {raw['strategy']!r}; use one of: {allowed}")
-
-    if "max_parallelism" in raw:
-        value = raw["max_parallelism"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            bad("max_parallelism", f"must be an integer >= 1, got {value!r}")
-        elif value < 1:
-            bad("max_parallelism", f"must be >= 1, got {value}")
-        else:
-            values["max_parallelism"] = value
-
-    for key in ("per_shard_timeout", "canary_bake_time"):
-        if key in raw:
-            value = raw[key]
-            number_ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            if not number_ok:
-                bad(key, f"must be a number of seconds, got {value!r}")
-            elif key == "per_shard_timeout" and value <= 0:
-                bad(key, f"must be a positive number of seconds, got {value}")
-            elif value < 0:
-                bad(key, f"must not be negative, got {value}")
-            else:
-                values[key] = float(value)
-
-    for key in _BOOL_FIELDS:
-        if key in raw:
-            if isinstance(raw[key], bool):
-                values[key] = raw[key]
-            else:
-                bad(key, f"must be true or false, got {raw[key]!r}")
-
-    for key in _OPTIONAL_TEXT_FIELDS:
-        if key in raw and raw[key] is not None:
-            if isinstance(raw[key], str) and raw[key].strip():
-                values[key] = raw[key].strip()
-            else:
-                bad(key, f"must be a non-empty string, got {raw[key]!r}")
-
-    if "description" in raw and raw["description"] is not None:
-        if isinstance(raw["description"], str):
-            values["description"] = raw["description"].strip()
-        else:
-            bad("description", f"must be a string, got {raw['description']!r}")
-
+            values[key] = convert(raw[key])
+        except _Bad as exc:
+            problems.append(Problem(str(exc), source, key))
     return MigrationOptions(**values), problems

@@ -32,6 +32,8 @@ DIRECTIONS = ("up", "down")
 OPTIONS_FILE = "migration.yaml"
 MIGRATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _SCRIPT_NAME = re.compile(r"^(up|down)(?:\.([a-z0-9_]+))?\.(sql|json)$")
+#: Names that look like a script in any case (``UP.sql``, ``up.Postgres.sql``): rejected, never ignored.
+_SCRIPT_LIKE = re.compile(r"^(up|down)(?:\.[^.]+)?\.(sql|json)$", re.IGNORECASE)
 
 
 def script_file_name(direction: str, variant: str | None) -> str:
@@ -98,17 +100,24 @@ def _classify(name: str) -> tuple[str, str | None] | None:
     """(direction, variant) for a recognised script name; None for a name that is not a script."""
     match = _SCRIPT_NAME.match(name)
     if not match:
+        if _SCRIPT_LIKE.match(name):
+            # ``UP.sql`` or ``up.Postgres.sql`` would otherwise be ignored silently and never run anywhere.
+            hint = f"; rename it '{name.lower()}'" if _SCRIPT_NAME.match(name.lower()) else ""
+            raise ValueError(
+                f"'{name}' is not a valid script name: scripts are named up.sql / down.sql, up.<engine>.sql "
+                f"({', '.join(SQL_VARIANTS)}) or up.mongo.json, in lower case{hint}"
+            )
         return None
     direction, variant, ext = match.groups()
     if ext == "json" and variant != MONGO_VARIANT:
         raise ValueError(f"unknown script file '{name}': JSON scripts must be named up.mongo.json / down.mongo.json")
+    if ext == "sql" and variant == MONGO_VARIANT:
+        raise ValueError(f"'{name}': MongoDB scripts are JSON (up.mongo.json)")
     if ext == "sql" and variant is not None and variant not in SQL_VARIANTS:
         raise ValueError(
             f"unknown script variant '{variant}' in '{name}'; use one of: {', '.join(SQL_VARIANTS)} "
             f"(e.g. up.postgres.sql)"
         )
-    if ext == "sql" and variant == MONGO_VARIANT:
-        raise ValueError(f"'{name}': MongoDB scripts are JSON (up.mongo.json)")
     return direction, variant
 
 
@@ -124,69 +133,100 @@ def _check_mongo_script(name: str, text: str, source: str) -> list[Problem]:
     return []
 
 
+def _check_folder_name(folder: Path) -> list[Problem]:
+    if MIGRATION_ID_PATTERN.match(folder.name):
+        return []
+    return [
+        Problem(
+            "the folder name is the migration id and may only hold letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit, at most 200 characters)",
+            str(folder),
+        )
+    ]
+
+
+def _read_script(file: Path, problems: list[Problem]) -> str | None:
+    """The canonical text of one script file, or None (with a problem) when it cannot be used."""
+    try:
+        kind = _classify(file.name)
+    except ValueError as exc:
+        problems.append(Problem(str(exc), str(file)))
+        return None
+    if kind is None:
+        return None
+    try:
+        text = canonical_text(file.read_bytes())
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(f"is not UTF-8 text ({exc.reason} at byte {exc.start})", str(file)))
+        return None
+    if not text.strip():
+        problems.append(Problem("script is empty", str(file)))
+        return None
+    if kind[1] == MONGO_VARIANT:
+        problems.extend(_check_mongo_script(file.name, text, str(file)))
+    return text
+
+
+def _read_scripts(folder: Path, problems: list[Problem]) -> dict[str, str]:
+    scripts: dict[str, str] = {}
+    for file in sorted(folder.iterdir()):
+        if file.is_file():
+            text = _read_script(file, problems)
+            if text is not None:
+                scripts[file.name] = text
+    return scripts
+
+
+def _check_pairs(folder: Path, scripts: Mapping[str, str]) -> list[Problem]:
+    """up.sql (or up.mongo.json) is required, and every script needs its reverse twin.
+
+    Existence is checked on disk, so a script already reported (empty, not UTF-8) is not reported
+    missing as well.
+    """
+    problems: list[Problem] = []
+    if not any((folder / name).is_file() for name in ("up.sql", "up.mongo.json")):
+        problems.append(Problem("missing up.sql (required; MongoDB-only migrations use up.mongo.json)", str(folder)))
+    for name in scripts:
+        direction, variant = _classify(name) or ("", None)
+        other = "down" if direction == "up" else "up"
+        twin = script_file_name(other, variant)
+        # an engine variant may pair with the generic script of the other direction (e.g. a generic
+        # up.sql with a MySQL-specific down.mysql.sql), because that is what such a shard would run
+        fallback = script_file_name(other, None) if variant not in (None, MONGO_VARIANT) else twin
+        if not any((folder / candidate).exists() for candidate in (twin, fallback)):
+            problems.append(
+                Problem(f"'{name}' has no matching '{twin}' (up and down scripts come in pairs)", str(folder))
+            )
+    return problems
+
+
+def _read_options(options_file: Path, problems: list[Problem]) -> MigrationOptions:
+    if not options_file.exists():
+        return MigrationOptions()
+    try:
+        raw = yaml.safe_load(options_file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problems.append(Problem(f"is not valid YAML: {exc}", str(options_file)))
+        return MigrationOptions()
+    options, option_problems = parse_options(raw, str(options_file))
+    problems.extend(option_problems)
+    return options
+
+
 def load_migration(path: str | Path) -> Migration:
     """Load and validate one migration folder; raises :class:`InvalidScriptError` listing every problem."""
     folder = Path(path)
     if not folder.is_dir():
         raise MigrationNotFoundError(f"migration folder '{folder}' does not exist")
     migration_id = folder.name
-    problems: list[Problem] = []
-    if not MIGRATION_ID_PATTERN.match(migration_id):
-        problems.append(
-            Problem(
-                "the folder name is the migration id and may only hold letters, digits, '_', '.', '-' "
-                "(starting with a letter or digit, at most 200 characters)",
-                str(folder),
-            )
-        )
-
-    scripts: dict[str, str] = {}
-    for file in sorted(folder.iterdir()):
-        if not file.is_file():
-            continue
-        try:
-            kind = _classify(file.name)
-        except ValueError as exc:
-            problems.append(Problem(str(exc), str(file)))
-            continue
-        if kind is None:
-            continue
-        try:
-            text = canonical_text(file.read_bytes())
-        except UnicodeDecodeError as exc:
-            problems.append(Problem(f"is not UTF-8 text ({exc.reason} at byte {exc.start})", str(file)))
-            continue
-        if not text.strip():
-            problems.append(Problem("script is empty", str(file)))
-            continue
-        if kind[1] == MONGO_VARIANT:
-            problems.extend(_check_mongo_script(file.name, text, str(file)))
-        scripts[file.name] = text
-
-    empty_found = any(p.message == "script is empty" for p in problems)
-    if "up.sql" not in scripts and "up.mongo.json" not in scripts and not empty_found:
-        problems.append(Problem("missing up.sql (required; MongoDB-only migrations use up.mongo.json)", str(folder)))
-    for name in scripts:
-        direction, variant = _classify(name) or ("", None)
-        twin = script_file_name("down" if direction == "up" else "up", variant)
-        if twin not in scripts and not (folder / twin).exists():
-            problems.append(
-                Problem(f"'{name}' has no matching '{twin}' (every forward script needs its reverse)", str(folder))
-            )
-
-    options = MigrationOptions()
+    problems = _check_folder_name(folder)
+    scripts = _read_scripts(folder, problems)
+    problems.extend(_check_pairs(folder, scripts))
     options_file = folder / OPTIONS_FILE
-    if options_file.exists():
-        try:
-            raw = yaml.safe_load(options_file.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            problems.append(Problem(f"is not valid YAML: {exc}", str(options_file)))
-        else:
-            options, option_problems = parse_options(raw, str(options_file))
-            problems.extend(option_problems)
+    options = _read_options(options_file, problems)
 
     checksum = compute_checksum(scripts)
-    if options.checksum and options.checksum != checksum:
+    if options.checksum and options.checksum.lower() != checksum:
         problems.append(
             Problem(
                 f"checksum mismatch: migration.yaml says {options.checksum}, the scripts hash to {checksum}",

@@ -30,14 +30,25 @@ class Outcome(StrEnum):
 AT_TARGET = frozenset({Outcome.SUCCEEDED, Outcome.ALREADY_APPLIED, Outcome.WOULD_APPLY})
 
 _SECRET_PATTERNS = (
-    re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@\s]*)@", re.IGNORECASE),
-    re.compile(r"(?P<key>\b(?:password|passwd|pwd)\s*[=:]\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^\s;,&]+)", re.IGNORECASE),
+    # ``scheme://user:secret@host``; an unencoded '@' inside the secret is part of it (up to the last '@'
+    # before the host's '/'), so no tail of the password leaks. Bounded repeats keep it linear on huge input.
+    re.compile(
+        r"(?P<scheme>\b[a-z][a-z0-9+.\-]{0,40}://)(?P<user>[^:/@\s]{0,256}):"
+        r"(?P<secret>(?:[^@\s]|@(?=[^\s/@]{0,1024}@)){0,1024})@",
+        re.IGNORECASE,
+    ),
+    # ``password=x``, ``Password=x;`` and the ``'password': 'x'`` of a dict or JSON echoed in an error
+    re.compile(
+        r"(?P<key>\b(?:password|passwd|pwd)['\"]?\s*[=:]\s*)(?P<secret>'[^']{0,1024}'|\"[^\"]{0,1024}\"|[^\s;,&]{1,1024})",
+        re.IGNORECASE,
+    ),
 )
 
 
 def redact(text: str) -> str:
     """Mask credentials a driver may echo back (URIs with passwords, ``password=...``)."""
-    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    if "@" in text:
+        text = _SECRET_PATTERNS[0].sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _SECRET_PATTERNS[1].sub(lambda m: f"{m['key']}***", text)
 
 
@@ -177,7 +188,8 @@ class MigrationProgress:
 
     @property
     def is_finished(self) -> bool:
-        return self.run_finished or self.remaining_shards == 0
+        """The run is over -- not merely every shard done: auto-rollback and the report may still run."""
+        return self.run_finished
 
     @classmethod
     def compute(

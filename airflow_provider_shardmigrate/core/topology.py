@@ -7,8 +7,9 @@ that humans read and type.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +125,44 @@ def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]
     return shards
 
 
+class _Bad(ValueError):
+    """A drift setting that cannot be used; the message says why."""
+
+
+def _schedule(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise _Bad(f"must be a cron expression, a preset like '@hourly', or null, got {value!r}")
+
+
+def _depth(value: Any) -> DriftDepth:
+    try:
+        return DriftDepth(value)
+    except ValueError:
+        allowed = ", ".join(d.value for d in DriftDepth)
+        raise _Bad(f"unknown depth {value!r}; use one of: {allowed}") from None
+
+
+def _critical_tables(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list) and all(isinstance(t, str) and t.strip() for t in value):
+        return tuple(t.strip() for t in value)
+    raise _Bad("must be a list of table names")
+
+
+def _grace_period(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    raise _Bad(f"must be a finite number of seconds >= 0, got {value!r}")
+
+
+def _baseline(value: Any, shards: list[Shard]) -> str:
+    """The baseline shard's id as the topology spells it; inactive shards are allowed."""
+    known = {shard.key: shard for shard in shards}
+    if not isinstance(value, str) or value.casefold() not in known:
+        raise _Bad(f"baseline {value!r} is not a shard of this topology")
+    return known[value.casefold()].id
+
+
 def _parse_drift(raw: Any, shards: list[Shard], source: str, problems: list[Problem]) -> DriftSettings:
     if raw is None:
         return DriftSettings()
@@ -132,43 +171,21 @@ def _parse_drift(raw: Any, shards: list[Shard], source: str, problems: list[Prob
         return DriftSettings()
     for key in sorted(set(raw) - _DRIFT_KEYS, key=str):
         problems.append(Problem(f"unknown key; allowed: {', '.join(sorted(_DRIFT_KEYS))}", source, f"drift.{key}"))
+    converters: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+        ("schedule", _schedule),
+        ("baseline", lambda value: _baseline(value, shards)),
+        ("depth", _depth),
+        ("critical_tables", _critical_tables),
+        ("grace_period", _grace_period),
+    )
     values: dict[str, Any] = {}
-    if "schedule" in raw:
-        if raw["schedule"] is None or (isinstance(raw["schedule"], str) and raw["schedule"].strip()):
-            values["schedule"] = raw["schedule"]
-        else:
-            problems.append(
-                Problem(
-                    f"must be a cron expression, a preset like '@hourly', or null, got {raw['schedule']!r}",
-                    source,
-                    "drift.schedule",
-                )
-            )
-    if raw.get("baseline") is not None:
-        baseline = raw["baseline"]
-        known = {shard.key: shard for shard in shards}
-        if not isinstance(baseline, str) or baseline.casefold() not in known:
-            problems.append(Problem(f"baseline {baseline!r} is not a shard of this topology", source, "drift.baseline"))
-        else:
-            values["baseline"] = known[baseline.casefold()].id
-    if "depth" in raw:
+    for key, convert in converters:
+        if key not in raw or (key == "baseline" and raw[key] is None):
+            continue
         try:
-            values["depth"] = DriftDepth(raw["depth"])
-        except ValueError:
-            allowed = ", ".join(d.value for d in DriftDepth)
-            problems.append(Problem(f"unknown depth {raw['depth']!r}; use one of: {allowed}", source, "drift.depth"))
-    if "critical_tables" in raw:
-        tables = raw["critical_tables"]
-        if isinstance(tables, list) and all(isinstance(t, str) and t.strip() for t in tables):
-            values["critical_tables"] = tuple(t.strip() for t in tables)
-        else:
-            problems.append(Problem("must be a list of table names", source, "drift.critical_tables"))
-    if "grace_period" in raw:
-        grace = raw["grace_period"]
-        if isinstance(grace, int | float) and not isinstance(grace, bool) and grace >= 0:
-            values["grace_period"] = float(grace)
-        else:
-            problems.append(Problem(f"must be a number of seconds >= 0, got {grace!r}", source, "drift.grace_period"))
+            values[key] = convert(raw[key])
+        except _Bad as exc:
+            problems.append(Problem(str(exc), source, f"drift.{key}"))
     return DriftSettings(**values)
 
 
@@ -196,7 +213,7 @@ def load_topology(path: str | Path) -> Topology:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidTopologyError(f"topology file '{file}' cannot be read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
     except yaml.YAMLError as exc:
         raise InvalidTopologyError(f"{file}: not valid YAML: {exc}") from None
     return parse_topology(data, str(file))

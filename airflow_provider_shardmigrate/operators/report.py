@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_shardmigrate.core.errors import ErrorCode
 from airflow_provider_shardmigrate.core.status import AT_TARGET, MigrationResult, Outcome, ShardStatus
 from airflow_provider_shardmigrate.operators._context import pull_statuses
 
@@ -144,6 +145,18 @@ class MigrationReportOperator(BaseOperator):
                     duration = rolled.duration_ms + (applied.duration_ms if applied else 0)
                     statuses[shard_id.casefold()] = ShardStatus(
                         rolled.shard_id, rolled.outcome, duration, rolled.error_code, rolled.error_message
+                    )
+        if self.rollback_mode:
+            # In a rollback, "pending" is a shard's own answer (nothing to undo, not selected); a shard
+            # whose task left no result at all did not roll back and must not pass as success.
+            for shard_id in self.target_shard_ids:
+                if shard_id.casefold() not in statuses:
+                    statuses[shard_id.casefold()] = ShardStatus(
+                        shard_id,
+                        Outcome.FAILED,
+                        0,
+                        ErrorCode.ROLLBACK_FAILED.value,
+                        "the rollback task of this shard finished without a result (see its task log)",
                     )
         dag_run = context.get("dag_run")
         started = getattr(dag_run, "start_date", None)

@@ -49,7 +49,11 @@ def test_one_line_file_builds_rollout_and_rollback_dags_without_touching_connect
     # The connections in the topology do not exist: parsing never looked them up.
     rolling = bag.dags["shardmigrate__002_other"]
     assert sorted(rolling.task_ids) == [
-        "auto_rollback", "gate", "report", "shards.batch_1.apply", "shards.batch_2.apply",
+        "auto_rollback",
+        "gate",
+        "report",
+        "shards.batch_1.apply",
+        "shards.batch_2.apply",
     ]
 
 
@@ -75,7 +79,9 @@ def test_canary_missing_from_topology_makes_an_invalid_dag(tmp_path, write_migra
 
 
 def test_broken_topology_is_the_files_import_error_naming_file_field_and_code(tmp_path, write_migration):
-    folder = dags_folder(tmp_path, write_migration, topology="shards:\n  - {id: a, conn_id: x}\n  - {id: A, conn_id: y}\n")
+    folder = dags_folder(
+        tmp_path, write_migration, topology="shards:\n  - {id: a, conn_id: x}\n  - {id: A, conn_id: y}\n"
+    )
     bag = parse(folder)
     assert bag.dags == {}
     (error,) = bag.import_errors.values()
@@ -90,7 +96,10 @@ def test_zero_active_shards_is_an_error_at_build_time(tmp_path, write_migration)
     from airflow_provider_shardmigrate.core.topology import parse_topology
 
     with pytest.raises(InvalidTopologyError, match="no active shard"):
-        build_migration_dag(folder / "migrations" / "001_good", parse_topology({"shards": [{"id": "a", "conn_id": "x", "active": False}]}))
+        build_migration_dag(
+            folder / "migrations" / "001_good",
+            parse_topology({"shards": [{"id": "a", "conn_id": "x", "active": False}]}),
+        )
 
 
 def test_more_shards_than_airflow_can_map_is_refused_at_build_time(tmp_path, write_migration, monkeypatch):

@@ -99,7 +99,13 @@ def test_auto_rollback_leaves_no_shard_migrated(strategy, sqlite_fleet, write_mi
     assert run.state == "failed"
     assert run.tasks[("auto_rollback", -1)] == "success"
     outcomes = run.outcomes()
-    assert outcomes == {"s0": "rolled_back", "s1": "rolled_back", "s2": "rolled_back", "s3": "failed", "s4": "rolled_back"}
+    assert outcomes == {
+        "s0": "rolled_back",
+        "s1": "rolled_back",
+        "s2": "rolled_back",
+        "s3": "failed",
+        "s4": "rolled_back",
+    }
     assert run.report["rolled_back_count"] == 4 and run.report["failed_count"] == 1
     for shard_id in sqlite_fleet.paths:
         assert INDEX not in sqlite_fleet.objects(shard_id)
@@ -190,7 +196,10 @@ def test_canary_validation_query_gates_the_fleet(sqlite_fleet, write_migration, 
     topology = fleet(sqlite_fleet, count=3)
     migration = write_migration(
         "050_canary_check",
-        options={"strategy": "canary_first", "canary_validation": "SELECT COUNT(*) FROM customers WHERE name = 'nobody'"},
+        options={
+            "strategy": "canary_first",
+            "canary_validation": "SELECT COUNT(*) FROM customers WHERE name = 'nobody'",
+        },
     )
     run = dag_runner(build_migration_dag(migration, topology))
     assert run.tasks[("shards.canary_gate", -1)] == "failed"
@@ -201,7 +210,11 @@ def test_canary_validation_query_gates_the_fleet(sqlite_fleet, write_migration, 
         "051_canary_ok",
         up="CREATE INDEX idx_ok ON customers (id);",
         down="DROP INDEX idx_ok;",
-        options={"strategy": "canary_first", "canary_validation": "SELECT COUNT(*) FROM customers", "canary_bake_time": 1},
+        options={
+            "strategy": "canary_first",
+            "canary_validation": "SELECT COUNT(*) FROM customers",
+            "canary_bake_time": 1,
+        },
     )
     ok = dag_runner(build_migration_dag(passing, topology))
     assert ok.state == "success"

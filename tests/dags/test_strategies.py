@@ -54,8 +54,22 @@ def pending_by_timing(run: Any, failed_task: tuple[str, int]) -> set[str]:
 
 EXPECTED_SERIAL = {
     # strategy -> stop -> expected outcomes (where the order is deterministic)
-    ("sequential", True): {"s0": "succeeded", "s1": "succeeded", "s2": "failed", "s3": "pending", "s4": "pending", "s5": "pending"},
-    ("rolling", True): {"s0": "succeeded", "s1": "succeeded", "s2": "failed", "s3": "succeeded", "s4": "pending", "s5": "pending"},
+    ("sequential", True): {
+        "s0": "succeeded",
+        "s1": "succeeded",
+        "s2": "failed",
+        "s3": "pending",
+        "s4": "pending",
+        "s5": "pending",
+    },
+    ("rolling", True): {
+        "s0": "succeeded",
+        "s1": "succeeded",
+        "s2": "failed",
+        "s3": "succeeded",
+        "s4": "pending",
+        "s5": "pending",
+    },
 }
 
 
@@ -84,8 +98,11 @@ def test_strategy_with_one_failing_shard(strategy, stop, sqlite_fleet, write_mig
         # parallel (and the rest after a canary): a shard that had not started when the failure was known
         # stops itself (pending); a shard that started before reports its true outcome.
         failing_index = next(k for k, v in run.labels.items() if k == "s2")
-        failed_task = next(key for key in run.times if key[0].endswith("apply") and run.shards.get("s2") and key[1] >= 0
-                           and _label(run, key) == failing_index)
+        failed_task = next(
+            key
+            for key in run.times
+            if key[0].endswith("apply") and run.shards.get("s2") and key[1] >= 0 and _label(run, key) == failing_index
+        )
         late = {_label(run, key) for key in pending_by_timing(run, failed_task)}
         for shard_id, outcome in outcomes.items():
             if shard_id == "s2":
@@ -156,8 +173,16 @@ def test_report_xcom_has_the_contract_shape(sqlite_fleet, write_migration, dag_r
     migration = write_migration("004_shape", options={"strategy": "parallel", "stop_on_first_failure": False})
     run = dag_runner(build_migration_dag(migration, topology))
     assert set(run.report) == {
-        "migration_id", "dag_run_id", "strategy", "all_succeeded", "succeeded_count", "failed_count",
-        "pending_count", "rolled_back_count", "total_duration_ms", "shards",
+        "migration_id",
+        "dag_run_id",
+        "strategy",
+        "all_succeeded",
+        "succeeded_count",
+        "failed_count",
+        "pending_count",
+        "rolled_back_count",
+        "total_duration_ms",
+        "shards",
     }
     assert run.report["total_duration_ms"] > 0
     for status in run.shards.values():
