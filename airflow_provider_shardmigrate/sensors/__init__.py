@@ -1,0 +1,1 @@
+"""Sensors: the schema drift sensor."""
