@@ -81,6 +81,14 @@ class SqliteFleet:
         finally:
             conn.close()
 
+    def execute(self, shard_id: str, sql: str) -> None:
+        conn = sqlite3.connect(self.paths[shard_id])
+        try:
+            with conn:
+                conn.executescript(sql)
+        finally:
+            conn.close()
+
     def objects(self, shard_id: str) -> set[str]:
         return {row[0] for row in self.query(shard_id, "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 MARKER = ".shardmigrate-demo"
 GOOD_MIGRATION = "20260301_add_order_status"
-FAILING_MIGRATION = "20260302_index_customer_tier"
-LEGACY_SHARD = "shard-4"  # its customers table predates the `tier` column
+FAILING_MIGRATION = "20260302_unique_customer_email"
+LEGACY_SHARD = "shard-4"  # imported from a legacy system: two customers share an email address
 
 DAG_FILE = '''"""Every folder under migrations/ becomes a rollout DAG and a rollback DAG."""
 
@@ -39,10 +39,10 @@ MIGRATIONS = {
         ),
     },
     FAILING_MIGRATION: {
-        "up.sql": "CREATE INDEX idx_customers_tier ON customers (tier);\n",
-        "down.sql": "DROP INDEX idx_customers_tier;\n",
+        "up.sql": "CREATE UNIQUE INDEX idx_customers_email ON customers (email);\n",
+        "down.sql": "DROP INDEX idx_customers_email;\n",
         "migration.yaml": (
-            "description: Index customers by tier (fails on the legacy shard)\n"
+            "description: One account per email (fails on the legacy shard, which has duplicates)\n"
             "strategy: parallel\n"
             "max_parallelism: 3\n"
             "stop_on_first_failure: false\n"
@@ -70,15 +70,15 @@ def _fill_shard(path: Path, index: int, legacy: bool) -> None:
     rng = random.Random(index)
     conn = sqlite3.connect(path)
     with conn:
-        tier = "" if legacy else ", tier TEXT NOT NULL DEFAULT 'standard'"
-        conn.execute(f"CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL{tier})")
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)")
         conn.execute(
             "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id), "
             "amount_cents INTEGER NOT NULL, created_at TEXT NOT NULL)"
         )
-        conn.executemany(
-            "INSERT INTO customers (id, name) VALUES (?, ?)", [(i, f"customer {index}-{i}") for i in range(1, 201)]
-        )
+        customers = [(i, f"customer {index}-{i}", f"c{index}-{i}@example.com") for i in range(1, 201)]
+        if legacy:  # the same person imported twice
+            customers[-1] = (200, "customer imported twice", customers[0][2])
+        conn.executemany("INSERT INTO customers (id, name, email) VALUES (?, ?, ?)", customers)
         conn.executemany(
             "INSERT INTO orders (customer_id, amount_cents, created_at) VALUES (?, ?, ?)",
             [

@@ -22,6 +22,8 @@ from airflow_provider_shardmigrate.dags.common import attach_params, check_mappa
 from airflow_provider_shardmigrate.dags.params import migration_params
 from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP
 
+#: Task id of the validate_before_apply gate that runs before any shard.
+PREFLIGHT_TASK_ID = "preflight"
 #: Task id of the mapped per-shard task of a parallel wave (inside the ``shards`` group).
 MAPPED_TASK_ID = f"{SHARDS_GROUP}.apply"
 
@@ -49,6 +51,8 @@ class _ShardTasks:
             "strategy": strategy,
             "retries": 0,
         }
+        if migration.options.validate_before_apply:
+            self.common["requires"] = [PREFLIGHT_TASK_ID]
         self.task_ids: list[str] = []
 
     def single(self, task_id: str, wave: Wave, **kwargs: Any) -> ShardMigrationOperator:
@@ -139,6 +143,7 @@ def build_migration_dag(
     """
     from airflow.sdk import DAG, TaskGroup, TriggerRule
 
+    from airflow_provider_shardmigrate.operators.preflight import MigrationPreflightOperator
     from airflow_provider_shardmigrate.operators.report import (
         REPORT_TASK_ID,
         ROLLBACK_TASK_ID,
@@ -162,8 +167,18 @@ def build_migration_dag(
     kwargs.update(dag_kwargs)
     with DAG(dag_id or migration_dag_id(migration.id), **kwargs) as dag:
         tasks = _ShardTasks(migration, strategy)
-        with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}"):
+        with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}") as shards_group:
             leaves = _wire_shards(plan, tasks, migration)
+        if options.validate_before_apply:
+            preflight = MigrationPreflightOperator(
+                task_id=PREFLIGHT_TASK_ID,
+                migration_path=str(migration.path),
+                migration_checksum=migration.checksum,
+                shard_conn_ids={shard.id: shard.conn_id for shard in targets},
+                timeout=min(60.0, options.per_shard_timeout),
+                max_workers=max(8, plan.max_parallelism),
+            )
+            preflight >> shards_group
         rollback = AutoRollbackOperator(
             task_id=ROLLBACK_TASK_ID,
             migration_path=str(migration.path),

@@ -11,6 +11,8 @@ from airflow_provider_shardmigrate.engines.base import ShardEngine
 #: connection type -> "module:Class", imported only when a shard of that type is used.
 ENGINE_CLASSES: dict[str, str] = {
     "sqlite": "airflow_provider_shardmigrate.engines.sqlite:SqliteEngine",
+    "postgres": "airflow_provider_shardmigrate.engines.postgres:PostgresEngine",
+    "mysql": "airflow_provider_shardmigrate.engines.mysql:MySqlEngine",
 }
 
 

@@ -162,6 +162,9 @@ class SqliteEngine(ShardEngine):
                             shard_id=self.shard_id,
                         ) from None
                     time.sleep(_LOCK_POLL_SECONDS)
+            # Bound the bookkeeping that follows under the lock (history table, history row) by the deadline
+            # too: without it a writer holding the database makes them wait sqlite3's default 5 s.
+            self.conn.execute(f"PRAGMA busy_timeout = {deadline.remaining_ms()}")
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock

@@ -48,6 +48,8 @@ class ShardMigrationOperator(BaseOperator):
         set (a parallel wave watches itself).
     :param stop_after: Task ids of the previous wave (chain link or rolling batch): a shard there that
         failed or was stopped stops this one.
+    :param requires: Gate task ids (the preflight) that must not have failed, whatever the trigger rule:
+        chained shards run ``all_done`` and would otherwise start after a refused preflight.
     """
 
     template_fields: Sequence[str] = ()
@@ -65,6 +67,7 @@ class ShardMigrationOperator(BaseOperator):
         strategy: str = "",
         stop_watch: Sequence[str] = (),
         stop_after: Sequence[str] = (),
+        requires: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +79,7 @@ class ShardMigrationOperator(BaseOperator):
         self.strategy = strategy
         self.stop_watch = list(stop_watch)
         self.stop_after = list(stop_after)
+        self.requires = list(requires)
 
     def _skip(self, context: Context, reason: str) -> None:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -84,6 +88,15 @@ class ShardMigrationOperator(BaseOperator):
             key="return_value", value=ShardStatus(self.shard_id, Outcome.PENDING, 0, None, reason).to_xcom()
         )
         raise AirflowSkipException(f"shard '{self.shard_id}': {reason}")
+
+    def _gate_refused(self, context: Context) -> bool:
+        if not self.requires:
+            return False
+        ti = context["ti"]
+        refused = ti.get_ti_count(
+            dag_id=ti.dag_id, task_ids=self.requires, run_ids=[ti.run_id], states=["failed", "upstream_failed"]
+        )
+        return bool(refused)
 
     def _stopped_by_failure(self, context: Context) -> bool:
         """Whether a failure this shard must stop for is already known (task ids given at build time,
@@ -111,6 +124,8 @@ class ShardMigrationOperator(BaseOperator):
 
         params = context["params"]
         dry_run = bool(params.get("dry_run", False))
+        if self._gate_refused(context):
+            self._skip(context, f"not started: {', '.join(self.requires)} refused the rollout (see its log)")
         # A dry run ignores stop_on_first_failure: its point is that every shard says what it would do.
         stop = self.action == "apply" and not dry_run and params.get("stop_on_first_failure")
         if stop and self._stopped_by_failure(context):

@@ -51,6 +51,7 @@ def test_one_line_file_builds_rollout_and_rollback_dags_without_touching_connect
     assert sorted(rolling.task_ids) == [
         "auto_rollback",
         "gate",
+        "preflight",
         "report",
         "shards.batch_1.apply",
         "shards.batch_2.apply",
@@ -112,7 +113,7 @@ def test_more_shards_than_airflow_can_map_is_refused_at_build_time(tmp_path, wri
         build_migration_dag(migration, topology)
     # rolling batches stay under the limit, so the same fleet builds
     rolling = write_migration("006_rolling", options={"strategy": "rolling", "max_parallelism": 5})
-    assert len(build_migration_dag(rolling, topology).task_ids) == 3 + 3
+    assert len(build_migration_dag(rolling, topology).task_ids) == 3 + 4  # 3 batches; preflight, rollback, report, gate
 
 
 def test_sequential_tasks_are_labelled_with_shard_ids(tmp_path, write_migration):

@@ -13,11 +13,13 @@ import yaml
 from airflow_provider_shardmigrate.core.topology import parse_topology
 from airflow_provider_shardmigrate.dags.migration import build_migration_dag
 from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
-from tests.server_fixtures import topology_yaml
+from tests.conftest import BASE_SCHEMA
+from tests.server_fixtures import MYSQL_BASE_SCHEMA, PG_BASE_SCHEMA, topology_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.mysql]
 
 ORDER = ["pg-0", "my-0", "my-bad", "sq-0", "pg-1", "sq-1"]
+UNIQUE_UP = "CREATE UNIQUE INDEX idx_customers_name ON customers (name);"
 INDEX = "idx_customers_name"
 MYSQL_DOWN = {"down.mysql.sql": "DROP INDEX idx_customers_name ON customers;"}
 
@@ -32,10 +34,9 @@ class Mixed:
     def build(self, order: list[str], broken: tuple[str, ...] = ("my-bad",), extra: tuple[str, ...] = ()) -> Any:
         for shard_id in order:
             fleet = self.fleet_of(shard_id)
-            if shard_id in broken:
-                fleet.add(shard_id, "CREATE TABLE legacy (id INTEGER PRIMARY KEY);")
-            else:
-                fleet.add(shard_id)
+            base = {"pg": PG_BASE_SCHEMA, "my": MYSQL_BASE_SCHEMA, "sq": BASE_SCHEMA}[shard_id.split("-")[0]]
+            # a broken shard has the same schema (the preflight passes) and a duplicate name
+            fleet.add(shard_id, base + ("INSERT INTO customers (name) VALUES ('ada');" if shard_id in broken else ""))
         return parse_topology(yaml.safe_load(topology_yaml(order, inactive=extra)), "mixed.yaml")
 
     def has_index(self, shard_id: str) -> bool:
@@ -70,13 +71,15 @@ def check_shards(mixed: Mixed, outcomes: dict[str, str], migration_id: str) -> N
 @pytest.mark.parametrize("strategy", ["sequential", "parallel", "rolling", "canary_first"])
 def test_mixed_fleet_every_strategy(strategy, stop, mixed, write_migration, dag_runner):
     topology = mixed.build(ORDER)
-    migration = write_migration("100_mixed", extra=MYSQL_DOWN, options={"strategy": strategy, "max_parallelism": 2})
+    migration = write_migration(
+        "100_mixed", up=UNIQUE_UP, extra=MYSQL_DOWN, options={"strategy": strategy, "max_parallelism": 2}
+    )
     run = dag_runner(build_migration_dag(migration, topology), {"stop_on_first_failure": stop})
     outcomes = run.outcomes()
     assert list(outcomes) == ORDER
     assert outcomes["my-bad"] == "failed"
     assert run.shards["my-bad"]["error_code"] == "shardmigrate.migration_failed"
-    assert "customers" in run.shards["my-bad"]["error_message"]  # MariaDB: table ... doesn't exist
+    assert "Duplicate entry" in run.shards["my-bad"]["error_message"]
     assert run.state == "failed"
     others = {sid: o for sid, o in outcomes.items() if sid != "my-bad"}
     if not stop:
@@ -110,7 +113,7 @@ def test_mixed_fleet_clean_rollout_rerun_and_rollback(mixed, write_migration, da
     order = ["pg-0", "my-0", "sq-0", "pg-1", "my-1"]
     topology = mixed.build(order, broken=())
     migration = write_migration(
-        "101_mixed_clean", extra=MYSQL_DOWN, options={"strategy": "canary_first", "max_parallelism": 3}
+        "101_mixed_clean", up=UNIQUE_UP, extra=MYSQL_DOWN, options={"strategy": "canary_first", "max_parallelism": 3}
     )
     first = dag_runner(build_migration_dag(migration, topology))
     assert first.state == "success" and set(first.outcomes().values()) == {"succeeded"}
@@ -131,6 +134,7 @@ def test_auto_rollback_across_engines(mixed, write_migration, dag_runner):
     topology = mixed.build(ORDER)
     migration = write_migration(
         "102_mixed_rollback",
+        up=UNIQUE_UP,
         extra=MYSQL_DOWN,
         options={"strategy": "parallel", "stop_on_first_failure": False, "auto_rollback": True},
     )
@@ -147,7 +151,10 @@ def test_unreachable_shard_fails_clearly_and_the_others_continue(mixed, write_mi
     mixed.my.add("my-0")
     topology = parse_topology(yaml.safe_load(topology_yaml(["pg-0", "pg-down", "my-0"])), "mixed.yaml")
     migration = write_migration(
-        "103_unreachable", extra=MYSQL_DOWN, options={"strategy": "sequential", "stop_on_first_failure": False}
+        "103_unreachable",
+        up=UNIQUE_UP,
+        extra=MYSQL_DOWN,
+        options={"strategy": "sequential", "stop_on_first_failure": False},
     )
     run = dag_runner(build_migration_dag(migration, topology))
     assert run.outcomes() == {"pg-0": "succeeded", "pg-down": "failed", "my-0": "succeeded"}

@@ -9,23 +9,24 @@ import yaml
 from airflow_provider_shardmigrate.core.topology import parse_topology
 from airflow_provider_shardmigrate.dags.migration import build_migration_dag
 from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
+from tests.conftest import BASE_SCHEMA
 
 pytestmark = pytest.mark.slow
 
 INDEX = "idx_customers_name"
 
 
+# The bad shard has the same schema (the preflight passes) but a duplicate name: UNIQUE_UP fails there.
+UNIQUE_UP = "CREATE UNIQUE INDEX idx_customers_name ON customers (name);"
+DUPLICATE = BASE_SCHEMA + "INSERT INTO customers (name) VALUES ('ada');"
+FIX_DUPLICATE = "DELETE FROM customers WHERE id = (SELECT MAX(id) FROM customers WHERE name = 'ada');"
+
+
 def fleet(sqlite_fleet, count=4, bad=None):
     for i in range(count):
         shard_id = f"s{i}"
-        sqlite_fleet.add(shard_id, "CREATE TABLE other (x INTEGER);" if shard_id == bad else None or _base())
+        sqlite_fleet.add(shard_id, DUPLICATE if shard_id == bad else BASE_SCHEMA)
     return parse_topology(yaml.safe_load(sqlite_fleet.topology()), "shards.yaml")
-
-
-def _base():
-    from tests.conftest import BASE_SCHEMA
-
-    return BASE_SCHEMA
 
 
 def test_dry_run_reports_without_touching_any_shard(sqlite_fleet, write_migration, dag_runner):
@@ -75,16 +76,26 @@ def test_checksum_mismatch_refuses_and_names_both_checksums(sqlite_fleet, write_
     assert sqlite_fleet.history("s0")["020_checksum"]["checksum"] == old  # history untouched
 
 
-def test_script_edited_after_parse_is_refused(sqlite_fleet, write_migration, dag_runner):
+@pytest.mark.parametrize("preflight", [True, False], ids=["preflight", "no-preflight"])
+def test_script_edited_after_parse_is_refused(preflight, sqlite_fleet, write_migration, dag_runner):
     topology = fleet(sqlite_fleet, count=2)
-    migration = write_migration("021_edited", options={"strategy": "sequential", "stop_on_first_failure": False})
+    migration = write_migration(
+        "021_edited",
+        options={"strategy": "sequential", "stop_on_first_failure": False, "validate_before_apply": preflight},
+    )
     dag = build_migration_dag(migration, topology)
     (migration / "up.sql").write_text("DROP TABLE customers;")  # edited between parse and run
     run = dag_runner(dag)
     assert run.state == "failed"
-    for status in run.shards.values():
-        assert status["error_code"] == "shardmigrate.invalid_script"
-        assert "changed since this DAG was parsed" in status["error_message"]
+    if preflight:  # refused before any shard
+        assert run.tasks[("preflight", -1)] == "failed"
+        assert run.xcoms[("preflight", -1)]["error_code"] == "shardmigrate.invalid_script"
+        assert "changed since this DAG was parsed" in run.xcoms[("preflight", -1)]["error_message"]
+        assert run.outcomes() == {"s0": "pending", "s1": "pending"}
+    else:  # every shard refuses on its own
+        for status in run.shards.values():
+            assert status["error_code"] == "shardmigrate.invalid_script"
+            assert "changed since this DAG was parsed" in status["error_message"]
     assert all("customers" in sqlite_fleet.objects(sid) for sid in ("s0", "s1"))
 
 
@@ -93,6 +104,7 @@ def test_auto_rollback_leaves_no_shard_migrated(strategy, sqlite_fleet, write_mi
     topology = fleet(sqlite_fleet, count=5, bad="s3")
     migration = write_migration(
         "030_auto_rollback",
+        up=UNIQUE_UP,
         options={"strategy": strategy, "max_parallelism": 2, "stop_on_first_failure": False, "auto_rollback": True},
     )
     run = dag_runner(build_migration_dag(migration, topology))
@@ -115,7 +127,7 @@ def test_auto_rollback_leaves_no_shard_migrated(strategy, sqlite_fleet, write_mi
     assert sqlite_fleet.history("s3") == {}
 
     # After fixing the broken shard, a re-run applies everywhere (rolled_back rows allow a re-apply).
-    sqlite_fleet.add("s3")
+    sqlite_fleet.execute("s3", FIX_DUPLICATE)
     again = dag_runner(build_migration_dag(migration, topology))
     assert again.state == "success"
     assert set(again.outcomes().values()) == {"succeeded"}
@@ -125,7 +137,9 @@ def test_auto_rollback_leaves_no_shard_migrated(strategy, sqlite_fleet, write_mi
 def test_auto_rollback_param_off_keeps_applied_shards(sqlite_fleet, write_migration, dag_runner):
     topology = fleet(sqlite_fleet, count=3, bad="s1")
     migration = write_migration(
-        "031_no_rollback", options={"strategy": "parallel", "stop_on_first_failure": False, "auto_rollback": True}
+        "031_no_rollback",
+        up=UNIQUE_UP,
+        options={"strategy": "parallel", "stop_on_first_failure": False, "auto_rollback": True},
     )
     run = dag_runner(build_migration_dag(migration, topology), {"auto_rollback": False})
     assert run.tasks[("auto_rollback", -1)] == "skipped"
@@ -136,11 +150,13 @@ def test_auto_rollback_param_off_keeps_applied_shards(sqlite_fleet, write_migrat
 def test_auto_rollback_spares_shards_applied_by_an_earlier_run(sqlite_fleet, write_migration, dag_runner):
     topology = fleet(sqlite_fleet, count=3)
     migration = write_migration(
-        "032_earlier", options={"strategy": "sequential", "stop_on_first_failure": False, "auto_rollback": True}
+        "032_earlier",
+        up=UNIQUE_UP,
+        options={"strategy": "sequential", "stop_on_first_failure": False, "auto_rollback": True},
     )
     dag = build_migration_dag(migration, topology)
     assert dag_runner(dag).state == "success"
-    sqlite_fleet.add("s3", "CREATE TABLE other (x INTEGER);")
+    sqlite_fleet.add("s3", DUPLICATE)
     topology = parse_topology(yaml.safe_load(sqlite_fleet.topology()), "shards.yaml")
     run = dag_runner(build_migration_dag(migration, topology))
     assert run.outcomes() == {"s0": "already_applied", "s1": "already_applied", "s2": "already_applied", "s3": "failed"}
@@ -149,7 +165,9 @@ def test_auto_rollback_spares_shards_applied_by_an_earlier_run(sqlite_fleet, wri
 
 def test_rollback_dag_is_driven_by_history(sqlite_fleet, write_migration, dag_runner):
     topology = fleet(sqlite_fleet, count=4, bad="s2")
-    migration = write_migration("040_manual", options={"strategy": "parallel", "stop_on_first_failure": False})
+    migration = write_migration(
+        "040_manual", up=UNIQUE_UP, options={"strategy": "parallel", "stop_on_first_failure": False}
+    )
     applied = dag_runner(build_migration_dag(migration, topology))
     assert applied.outcomes()["s2"] == "failed"
     assert build_rollback_dag(migration, topology).dag_id == "shardmigrate__040_manual__rollback"
@@ -177,7 +195,7 @@ def test_rollback_dag_is_driven_by_history(sqlite_fleet, write_migration, dag_ru
         assert sqlite_fleet.history(shard_id)["040_manual"]["status"] == "rolled_back"
 
     # Re-apply after a rollback works.
-    sqlite_fleet.add("s2")
+    sqlite_fleet.execute("s2", FIX_DUPLICATE)
     again = dag_runner(build_migration_dag(migration, topology))
     assert again.state == "success" and set(again.outcomes().values()) == {"succeeded"}
 
@@ -216,6 +234,19 @@ def test_canary_validation_query_gates_the_fleet(sqlite_fleet, write_migration, 
             "canary_bake_time": 1,
         },
     )
+    # The failed canary left s0 with an index s1 and s2 lack: the preflight of the next migration that
+    # touches `customers` refuses to start, naming the table and the shards.
+    refused = dag_runner(build_migration_dag(passing, topology))
+    assert refused.tasks[("preflight", -1)] == "failed"
+    preflight = refused.xcoms[("preflight", -1)]
+    assert preflight["error_code"] == "shardmigrate.drift_detected"
+    assert preflight["conflicts"] == {"customers": ["s1", "s2"]}
+    assert "table 'customers': s1, s2 differ from s0" in preflight["error_message"]
+    assert refused.outcomes() == {"s0": "pending", "s1": "pending", "s2": "pending"}
+    assert "idx_ok" not in sqlite_fleet.objects("s0")
+
+    # Rolling the canary back makes the fleet consistent again; now the gate opens.
+    assert dag_runner(build_rollback_dag(migration, topology)).state == "success"
     ok = dag_runner(build_migration_dag(passing, topology))
     assert ok.state == "success"
     assert ok.xcoms[("shards.canary_gate", -1)] == {"canary": "s0", "validation": "3"}

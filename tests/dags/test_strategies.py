@@ -11,11 +11,15 @@ import yaml
 
 from airflow_provider_shardmigrate.core.topology import parse_topology
 from airflow_provider_shardmigrate.dags.migration import build_migration_dag
+from tests.conftest import BASE_SCHEMA
 
 pytestmark = pytest.mark.slow
 
 SHARDS = [f"s{i}" for i in range(6)]
-BROKEN_SCHEMA = "CREATE TABLE legacy_customers (id INTEGER PRIMARY KEY);"  # no `customers`: CREATE INDEX fails
+# Same schema everywhere (so the validate_before_apply preflight passes), but the broken shard holds a
+# duplicate name: the unique index fails there, and only there, at apply time.
+UNIQUE_UP = "CREATE UNIQUE INDEX idx_customers_name ON customers (name);"
+BROKEN_SCHEMA = BASE_SCHEMA + "INSERT INTO customers (name) VALUES ('ada');"
 INDEX = "idx_customers_name"
 
 
@@ -77,14 +81,14 @@ EXPECTED_SERIAL = {
 @pytest.mark.parametrize("strategy", ["sequential", "parallel", "rolling", "canary_first"])
 def test_strategy_with_one_failing_shard(strategy, stop, sqlite_fleet, write_migration, dag_runner):
     topology = make_fleet(sqlite_fleet)
-    migration = write_migration("001_index_names", options={"strategy": strategy, "max_parallelism": 2})
+    migration = write_migration("001_index_names", up=UNIQUE_UP, options={"strategy": strategy, "max_parallelism": 2})
     run = dag_runner(build_migration_dag(migration, topology), {"stop_on_first_failure": stop})
 
     outcomes = run.outcomes()
     assert list(outcomes) == SHARDS  # topology order, every targeted shard reported
     assert outcomes["s2"] == "failed"
     assert run.report["shards"]["s2"]["error_code"] == "shardmigrate.migration_failed"
-    assert "no such table" in run.report["shards"]["s2"]["error_message"]
+    assert "UNIQUE constraint failed" in run.report["shards"]["s2"]["error_message"]
     assert run.state == "failed"
     assert run.tasks[("gate", -1)] == "failed"
     assert run.report["all_succeeded"] is False
@@ -132,7 +136,7 @@ def _label(run: Any, key: tuple[str, int]) -> str | None:
 @pytest.mark.parametrize("stop", [True, False], ids=["stop", "continue"])
 def test_failed_canary_leaves_every_other_shard_pending(stop, sqlite_fleet, write_migration, dag_runner):
     topology = make_fleet(sqlite_fleet, bad="s3")
-    migration = write_migration("002_canary", options={"strategy": "canary_first", "canary": "S3"})
+    migration = write_migration("002_canary", up=UNIQUE_UP, options={"strategy": "canary_first", "canary": "S3"})
     run = dag_runner(build_migration_dag(migration, topology), {"stop_on_first_failure": stop})
 
     outcomes = run.outcomes()
@@ -149,7 +153,7 @@ def test_failed_canary_leaves_every_other_shard_pending(stop, sqlite_fleet, writ
 @pytest.mark.parametrize("strategy", ["sequential", "parallel", "rolling", "canary_first"])
 def test_clean_rollout_then_idempotent_rerun(strategy, sqlite_fleet, write_migration, dag_runner):
     topology = make_fleet(sqlite_fleet, bad="none", inactive=("s5",))
-    migration = write_migration("003_clean", options={"strategy": strategy, "max_parallelism": 3})
+    migration = write_migration("003_clean", up=UNIQUE_UP, options={"strategy": strategy, "max_parallelism": 3})
     dag = build_migration_dag(migration, topology)
 
     first = dag_runner(dag)
@@ -170,7 +174,9 @@ def test_clean_rollout_then_idempotent_rerun(strategy, sqlite_fleet, write_migra
 
 def test_report_xcom_has_the_contract_shape(sqlite_fleet, write_migration, dag_runner):
     topology = make_fleet(sqlite_fleet, bad="s1")
-    migration = write_migration("004_shape", options={"strategy": "parallel", "stop_on_first_failure": False})
+    migration = write_migration(
+        "004_shape", up=UNIQUE_UP, options={"strategy": "parallel", "stop_on_first_failure": False}
+    )
     run = dag_runner(build_migration_dag(migration, topology))
     assert set(run.report) == {
         "migration_id",

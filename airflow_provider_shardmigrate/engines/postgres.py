@@ -1,0 +1,473 @@
+"""PostgreSQL shards, through the DB-API connection of Airflow's official ``PostgresHook``.
+
+PostgreSQL runs DDL transactionally, so a ``transactional: true`` migration is one transaction holding the
+DDL and the history row: a crash, a failure or a timeout leaves both or neither. ``transactional: false``
+migrations (``CREATE INDEX CONCURRENTLY`` cannot run inside a transaction block) run statement by
+statement in autocommit, with the runner's ``running`` row counting progress.
+
+Why it is built this way:
+
+* **Driver.** Provider 7.x hands out a psycopg 3 connection when psycopg 3 and SQLAlchemy 2 are installed
+  and a psycopg2 connection otherwise. The engine only uses what both share (``cursor``, ``execute``,
+  ``autocommit``, ``sqlstate``/``pgcode``) and always runs with autocommit on, issuing ``BEGIN``/``COMMIT``
+  itself, so both drivers take exactly the same path.
+* **Lock.** A *session* advisory lock (``pg_advisory_lock``) per (database, schema): it survives the
+  transaction commits and rollbacks inside the protocol, and the server drops it when the session dies,
+  so a killed worker never leaves a shard locked. The wait is bounded server-side by ``lock_timeout``.
+* **Deadline in the server.** Before every statement ``statement_timeout`` and ``lock_timeout`` are set
+  to what is left of ``per_shard_timeout`` (``SET LOCAL`` semantics inside a transaction, session ``SET``
+  for autocommit steps). The server cancels the statement itself, so when we report
+  ``migration_timeout`` nothing of ours is still running there.
+* **Dead clients.** ``client_connection_check_interval`` (PostgreSQL 14+) makes the server notice a
+  killed worker within a second and roll its transaction back, instead of finishing a long statement for
+  nobody while still holding the shard's lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, NoReturn, TypeVar
+
+from airflow_provider_shardmigrate.core.deadline import Deadline
+from airflow_provider_shardmigrate.core.errors import (
+    InvalidScriptError,
+    LockTimeoutError,
+    MigrationFailedError,
+    MigrationTimeoutError,
+    ShardMigrateError,
+)
+from airflow_provider_shardmigrate.core.history import HISTORY_COLUMNS, HISTORY_TABLE, HistoryRecord, HistoryStatus
+from airflow_provider_shardmigrate.core.sqltext import preview, split_sql
+from airflow_provider_shardmigrate.core.status import redact
+from airflow_provider_shardmigrate.engines.base import ShardEngine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Fixed namespace of the advisory lock keys: two int4 keys, (namespace, schema), derived with SHA-256 so
+#: every worker, version and Python process computes the same key (``hash()`` is salted per process).
+LOCK_NAMESPACE = "airflow-provider-shardmigrate/migration-lock"
+#: Bound for our own bookkeeping statements (history reads/writes), which must still run after the
+#: migration's deadline has passed (to record a timeout) but must never hang forever.
+BOOKKEEPING_TIMEOUT_MS = 30_000
+#: How often the server checks that our client is still there while a statement runs (PostgreSQL 14+).
+CLIENT_CHECK_INTERVAL_MS = 1_000
+#: Connect timeout used when the Airflow connection does not set ``connect_timeout`` in its extras.
+DEFAULT_CONNECT_TIMEOUT_S = 10
+#: ``application_name`` prefix of our sessions, so operators (and tests) can find them in pg_stat_activity.
+APPLICATION_NAME = "shardmigrate"
+
+_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})  # query_canceled, lock_not_available
+_DUPLICATE_SQLSTATES = frozenset({"23505", "42P07"})  # racing CREATE TABLE IF NOT EXISTS
+
+# No CHECK on ``status``: the table outlives package versions on every shard, and a later status must not
+# need a history-table migration fleet-wide; HistoryStatus validates values on read.
+_CREATE_HISTORY = f"""
+CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    migration_id varchar(200) PRIMARY KEY,
+    checksum varchar(100) NOT NULL,
+    description text NOT NULL DEFAULT '',
+    status varchar(16) NOT NULL,
+    statements_applied integer NOT NULL DEFAULT 0,
+    statements_total integer NOT NULL DEFAULT 0,
+    applied_at timestamptz,
+    rolled_back_at timestamptz,
+    duration_ms bigint,
+    dag_id varchar(250),
+    run_id varchar(250),
+    error text
+)"""
+_UPSERT = (
+    f"INSERT INTO {HISTORY_TABLE} ({', '.join(HISTORY_COLUMNS)}) "
+    f"VALUES ({', '.join('%s' for _ in HISTORY_COLUMNS)}) "
+    "ON CONFLICT (migration_id) DO UPDATE SET "
+    + ", ".join(f"{column} = EXCLUDED.{column}" for column in HISTORY_COLUMNS[1:])
+)
+_SELECT = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {HISTORY_TABLE}"
+_SET_TIMEOUTS = "SELECT set_config('statement_timeout', %s, %s), set_config('lock_timeout', %s, %s)"
+
+
+#: A statement that ends or opens a transaction on its own (leading comments skipped). Inside our one
+#: transaction a script's own ``COMMIT`` would commit half a migration and run the rest without a net.
+_TRANSACTION_CONTROL = re.compile(
+    r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/)*"
+    r"(BEGIN|START\s+TRANSACTION|COMMIT|END|ABORT|PREPARE\s+TRANSACTION"
+    r"|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?(?:TO|PREPARED)\b))\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def lock_keys(schema: str) -> tuple[int, int]:
+    """The two int4 advisory-lock keys of the shard whose history lives in ``schema``.
+
+    Advisory locks are per database already; the schema half keeps tenants that share one database
+    (schema-per-tenant fleets) from serialising on each other.
+    """
+
+    def int4(text: str) -> int:
+        return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "big", signed=True)
+
+    return int4(LOCK_NAMESPACE), int4(f"{LOCK_NAMESPACE}\0{schema}")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """SQLSTATE of a psycopg 3 (``sqlstate``) or psycopg2 (``pgcode``) error."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return " ".join(first.split())
+
+
+def _from_row(row: Sequence[Any]) -> HistoryRecord:
+    data = dict(zip(HISTORY_COLUMNS, row, strict=True))
+    data["status"] = HistoryStatus(data["status"])
+    data["description"] = data["description"] or ""
+    return HistoryRecord(**data)
+
+
+class PostgresEngine(ShardEngine):
+    conn_types = ("postgres",)
+    variant = "postgres"
+    transactional_ddl = True
+
+    def __init__(self, conn_id: str, shard_id: str) -> None:
+        super().__init__(conn_id, shard_id)
+        self._conn: Any = None
+        self._driver_errors: tuple[type[BaseException], ...] = ()
+        self._new_cursor: Callable[[], Any] = lambda: None
+        self._secret: str | None = None
+        #: ``host:port`` and database, for messages (never the password).
+        self.address = "?"
+        self.database = "?"
+        self.schema: str | None = None
+        self.server_version = 0
+        self._history_seen = False
+
+    # -- connection --------------------------------------------------------------------------------
+    def open(self) -> None:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        try:
+            hook = PostgresHook(postgres_conn_id=self.conn_id)
+            connection = hook.connection
+        except Exception as exc:
+            raise MigrationFailedError(
+                f"cannot read Airflow connection '{self.conn_id}': {type(exc).__name__}: {exc}",
+                shard_id=self.shard_id,
+            ) from exc
+        self._secret = connection.password or None
+        self.address = f"{connection.host or 'localhost'}:{connection.port or 5432}"
+        self.database = str(hook.database or connection.schema or connection.login or "postgres")
+        extras = connection.extra_dejson
+        # The hook passes extras to libpq as connection keywords: bound the connect (libpq waits forever by
+        # default) and label the session, unless the connection already says otherwise.
+        additions: dict[str, Any] = {}
+        if "connect_timeout" not in extras:
+            additions["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
+        if "application_name" not in extras:
+            additions["application_name"] = f"{APPLICATION_NAME}:{self.shard_id}"[:63]
+        if additions:
+            connection.extra = json.dumps({**extras, **additions})
+        try:
+            self._conn = hook.get_conn()
+        except Exception as exc:
+            raise MigrationFailedError(
+                f"cannot connect to PostgreSQL at {self.address}, database '{self.database}' "
+                f"(Airflow connection '{self.conn_id}', shard '{self.shard_id}'): {self._scrub(_one_line(exc))}",
+                shard_id=self.shard_id,
+            ) from None  # the driver's exception may carry connection parameters: keep it out of tracebacks
+        try:
+            self._bind_driver()
+            self._conn.autocommit = True
+            self._session_setup()
+        except BaseException:
+            self.close()  # ``with`` never calls __exit__ when __enter__ fails
+            raise
+
+    def _bind_driver(self) -> None:
+        """Driver-specific bits (error base class, plain-tuple cursors), whichever driver the hook used."""
+        module = type(self._conn).__module__
+        if module.startswith("psycopg2"):
+            import psycopg2
+            import psycopg2.extensions
+
+            self._driver_errors = (psycopg2.Error,)
+            self.server_version = int(self._conn.server_version)
+            # A connection extra may ask the hook for dict cursors; the engine reads rows by position.
+            self._new_cursor = lambda: self._conn.cursor(cursor_factory=psycopg2.extensions.cursor)
+        else:
+            import psycopg
+            from psycopg.rows import tuple_row
+
+            self._driver_errors = (psycopg.Error,)
+            self.server_version = int(self._conn.info.server_version)
+            self._new_cursor = lambda: self._conn.cursor(row_factory=tuple_row)
+
+    def _session_setup(self) -> None:
+        settings = [
+            ("statement_timeout", str(BOOKKEEPING_TIMEOUT_MS)),
+            ("lock_timeout", str(BOOKKEEPING_TIMEOUT_MS)),
+        ]
+        if self.server_version >= 140000:
+            settings.append(("client_connection_check_interval", str(CLIENT_CHECK_INTERVAL_MS)))
+        calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+        params = [value for pair in settings for value in pair]
+        row = self._guarded(
+            lambda: self._fetchone(f"SELECT current_schema(), current_database(), {calls}", params),
+            None,
+            "setting up the session",
+        )
+        self.schema, self.database = row[0], row[1]
+        if self.schema is None:
+            raise MigrationFailedError(
+                f"database '{self.database}' at {self.address}: the connection's search_path names no existing "
+                "schema, so there is nowhere to keep the history table (set search_path in the connection's "
+                "options, or create the schema)",
+                shard_id=self.shard_id,
+            )
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.close()  # also ends any open transaction (rolled back) and frees session advisory locks
+        except Exception as exc:  # a dead connection must not mask the shard's real outcome
+            log.debug("shard %s: closing the connection failed: %s", self.shard_id, exc)
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            raise RuntimeError("engine used outside its 'with' block")
+        return self._conn
+
+    def _scrub(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return redact(text)
+
+    # -- low-level execution -----------------------------------------------------------------------
+    def _execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        cursor = self._new_cursor()
+        try:
+            cursor.execute(sql, params)
+        finally:
+            cursor.close()
+
+    def _fetchone(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        cursor = self._new_cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if cursor.description else None
+        finally:
+            cursor.close()
+
+    def _fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[Any]:
+        cursor = self._new_cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def _guarded(self, action: Callable[[], T], deadline: Deadline | None, what: str, *, lock: bool = False) -> T:
+        """Run ``action`` and turn driver errors into our error codes, naming the shard and what we did."""
+        try:
+            return action()
+        except ShardMigrateError:
+            raise
+        except self._driver_errors as exc:
+            self._raise_mapped(exc, deadline, what, lock=lock)
+
+    def _raise_mapped(self, exc: BaseException, deadline: Deadline | None, what: str, *, lock: bool) -> NoReturn:
+        state = _sqlstate(exc)
+        detail = self._scrub(_one_line(exc))
+        if state in _TIMEOUT_SQLSTATES and deadline is not None:
+            if lock:
+                raise LockTimeoutError(
+                    f"another migration holds the lock on database '{self.database}' schema '{self.schema}' at "
+                    f"{self.address} (waited {deadline.seconds:g}s)",
+                    shard_id=self.shard_id,
+                ) from None
+            raise MigrationTimeoutError(
+                f"per_shard_timeout of {deadline.seconds:g}s exceeded while {what}; PostgreSQL cancelled the "
+                f"statement ({state}: {detail})",
+                shard_id=self.shard_id,
+            ) from None
+        if state is None or state.startswith("08"):
+            raise MigrationFailedError(
+                f"lost the connection to PostgreSQL at {self.address}, database '{self.database}' while {what}: "
+                f"{detail}",
+                shard_id=self.shard_id,
+            ) from None
+        raise MigrationFailedError(f"{what}: [{state}] {detail}", shard_id=self.shard_id) from None
+
+    def _set_timeouts(self, deadline: Deadline, *, local: bool) -> None:
+        """Give the next statement what is left of the deadline, enforced by the server itself."""
+        if deadline.expired():
+            raise MigrationTimeoutError(f"per_shard_timeout of {deadline.seconds:g}s exceeded", shard_id=self.shard_id)
+        remaining = str(deadline.remaining_ms())
+        self._execute(_SET_TIMEOUTS, (remaining, local, remaining, local))
+
+    def _reset_timeouts(self) -> None:
+        bookkeeping = str(BOOKKEEPING_TIMEOUT_MS)
+        self._execute(_SET_TIMEOUTS, (bookkeeping, False, bookkeeping, False))
+
+    def _reset_timeouts_quietly(self) -> None:
+        """Reset after a failed statement without masking its error (the connection may be gone)."""
+        try:
+            self._reset_timeouts()
+        except Exception as exc:
+            log.debug("shard %s: resetting timeouts failed: %s", self.shard_id, exc)
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self._execute("ROLLBACK")
+        except Exception as exc:  # the connection may be gone; the server rolls back on its own then
+            log.debug("shard %s: ROLLBACK failed: %s", self.shard_id, exc)
+
+    # -- history -----------------------------------------------------------------------------------
+    def _history_exists(self) -> bool:
+        # Once seen, the table stays for this engine's short life: one catalog round trip per shard, not per call.
+        if not self._history_seen:
+            row = self._guarded(
+                lambda: self._fetchone("SELECT to_regclass(%s) IS NOT NULL", (HISTORY_TABLE,)),
+                None,
+                "looking for the history table",
+            )
+            self._history_seen = bool(row[0])
+        return self._history_seen
+
+    def ensure_history_table(self) -> None:
+        if self._history_exists():
+            return
+        try:
+            self._guarded(lambda: self._execute(_CREATE_HISTORY), None, "creating the history table")
+            self._history_seen = True
+        except MigrationFailedError as exc:
+            # Two first-time runs racing (e.g. the CLI without the lock) may both try to create it.
+            if any(f"[{state}]" in exc.message for state in _DUPLICATE_SQLSTATES) and self._history_exists():
+                return
+            raise
+
+    def read_history(self, migration_id: str) -> HistoryRecord | None:
+        if not self._history_exists():
+            return None
+        row = self._guarded(
+            lambda: self._fetchone(f"{_SELECT} WHERE migration_id = %s", (migration_id,)),
+            None,
+            "reading the history row",
+        )
+        return _from_row(row) if row else None
+
+    def list_history(self) -> list[HistoryRecord]:
+        if not self._history_exists():
+            return []
+        rows = self._guarded(
+            lambda: self._fetchall(f"{_SELECT} ORDER BY migration_id"), None, "reading the history table"
+        )
+        return [_from_row(row) for row in rows]
+
+    def save_history(self, record: HistoryRecord) -> None:
+        self._guarded(lambda: self._execute(_UPSERT, record.as_row()), None, "writing the history row")
+
+    # -- locking -----------------------------------------------------------------------------------
+    @contextmanager
+    def migration_lock(self, deadline: Deadline) -> Iterator[None]:
+        assert self.schema is not None
+        keys = lock_keys(self.schema)
+
+        def acquire() -> None:
+            if self._fetchone("SELECT pg_try_advisory_lock(%s, %s)", keys)[0]:
+                return  # uncontended: one round trip
+            # lock_timeout bounds the wait inside the server (no polling, woken the moment the holder lets go).
+            remaining = str(deadline.remaining_ms())
+            self._execute(_SET_TIMEOUTS, (remaining, False, remaining, False))
+            try:
+                self._execute("SELECT pg_advisory_lock(%s, %s)", keys)
+            except BaseException:
+                self._reset_timeouts_quietly()
+                raise
+            self._reset_timeouts()
+
+        self._guarded(acquire, deadline, "taking the migration lock", lock=True)
+        try:
+            yield
+        finally:
+            try:
+                self._execute("SELECT pg_advisory_unlock(%s, %s)", keys)
+            except Exception as exc:  # connection gone: the server has released the session lock already
+                log.debug("shard %s: advisory unlock failed: %s", self.shard_id, exc)
+
+    # -- running -----------------------------------------------------------------------------------
+    def split(self, script: str) -> list[str]:
+        """Statements via sqlparse, which keeps ``$$``/``$tag$`` bodies, comments and quoted ``;`` intact."""
+        return split_sql(script)
+
+    def run_in_transaction(self, steps: list[str], record: HistoryRecord, deadline: Deadline) -> None:
+        for number, step in enumerate(steps, start=1):
+            control = _TRANSACTION_CONTROL.match(step)
+            if control:
+                raise InvalidScriptError(
+                    f"statement {number} ({preview(step)}) is transaction control ({control.group(1).upper()}): the "
+                    "engine runs the whole migration and its history row in one transaction -- remove "
+                    "BEGIN/COMMIT from the script, or set 'transactional: false' in migration.yaml",
+                    shard_id=self.shard_id,
+                )
+
+        def run() -> None:
+            self._execute("BEGIN")
+            for number, step in enumerate(steps, start=1):
+                self._set_timeouts(deadline, local=True)
+                self._guarded(
+                    partial(self._execute, step),
+                    deadline,
+                    f"running statement {number} of {len(steps)} ({preview(step)})",
+                )
+            self._set_timeouts(deadline, local=True)
+            self._guarded(lambda: self._execute(_UPSERT, record.as_row()), deadline, "writing the history row")
+            self._guarded(lambda: self._execute("COMMIT"), deadline, "committing")
+
+        try:
+            self._guarded(run, deadline, "running the migration transaction")
+        except BaseException:
+            self._rollback_quietly()
+            raise
+
+    def run_step(self, step: str, deadline: Deadline) -> None:
+        """One statement in autocommit (``CREATE INDEX CONCURRENTLY`` and friends), session timeouts set."""
+
+        def run() -> None:
+            self._set_timeouts(deadline, local=False)
+            try:
+                self._execute(step)
+            except BaseException:
+                self._reset_timeouts_quietly()
+                raise
+            self._reset_timeouts()
+
+        self._guarded(run, deadline, f"running {preview(step).rstrip(';')}")
+
+    def query_scalar(self, query: str, deadline: Deadline) -> Any:
+        """Run a validation query in a READ ONLY transaction: a canary check must not change the shard."""
+
+        def run() -> Any:
+            self._execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                self._set_timeouts(deadline, local=True)
+                return self._guarded(lambda: self._fetchone(query), deadline, "running the validation query")
+            finally:
+                self._rollback_quietly()
+
+        row = self._guarded(run, deadline, "running the validation query")
+        return row[0] if row else None
