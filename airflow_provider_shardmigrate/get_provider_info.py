@@ -28,7 +28,14 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_shardmigrate.operators.canary",
                     "airflow_provider_shardmigrate.operators.report",
                     "airflow_provider_shardmigrate.operators.invalid",
+                    "airflow_provider_shardmigrate.operators.preflight",
                 ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Shard Migrate",
+                "python-modules": ["airflow_provider_shardmigrate.sensors.drift"],
             }
         ],
     }

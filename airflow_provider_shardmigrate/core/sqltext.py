@@ -5,13 +5,22 @@ from __future__ import annotations
 
 
 def split_sql(script: str) -> list[str]:
-    """Statements of ``script`` in order; statements that are only comments are dropped."""
+    """Statements of ``script`` in order; statements that are only comments are dropped.
+
+    One sqlparse pass: the tokens that split the script also tell whether a statement holds anything
+    but whitespace, comments and its semicolon.
+    """
     import sqlparse
+    from sqlparse import tokens
 
     statements = []
-    for statement in sqlparse.split(script):
-        if sqlparse.format(statement, strip_comments=True).strip().strip(";").strip():
-            statements.append(statement.strip())
+    for statement in sqlparse.parse(script):
+        meaningful = any(
+            not token.is_whitespace and token.ttype not in tokens.Comment and not token.match(tokens.Punctuation, ";")
+            for token in statement.flatten()
+        )
+        if meaningful:
+            statements.append(str(statement).strip())
     return statements
 
 

@@ -45,8 +45,11 @@ _SECRET_PATTERNS = (
 )
 
 
-def redact(text: str) -> str:
-    """Mask credentials a driver may echo back (URIs with passwords, ``password=...``)."""
+def redact(text: str, secret: str | None = None) -> str:
+    """Mask credentials a driver may echo back (URIs with passwords, ``password=...``), and ``secret``
+    (the connection's own password) wherever it appears."""
+    if secret:
+        text = text.replace(secret, "***")
     if "@" in text:
         text = _SECRET_PATTERNS[0].sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _SECRET_PATTERNS[1].sub(lambda m: f"{m['key']}***", text)

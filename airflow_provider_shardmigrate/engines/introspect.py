@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import sqlite3
 import threading
 import time
@@ -36,6 +35,7 @@ from airflow_provider_shardmigrate.core.drift import (
 )
 from airflow_provider_shardmigrate.core.errors import ErrorCode, SchemaComparisonFailedError, ShardMigrateError
 from airflow_provider_shardmigrate.core.schema import Schema
+from airflow_provider_shardmigrate.core.status import redact
 from airflow_provider_shardmigrate.core.topology import DriftDepth, Shard, Topology
 
 #: Seconds one shard's introspection may take (connect + every catalog query).
@@ -55,10 +55,6 @@ INTROSPECTORS = {
     "mysql": "airflow_provider_shardmigrate.engines.introspect_mysql",
 }
 
-_SECRET_PATTERNS = (
-    (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1***@"),
-)
 _TIMEOUT_MARKERS = (
     "statement timeout",
     "lock timeout",
@@ -68,16 +64,6 @@ _TIMEOUT_MARKERS = (
     "timeout expired",
     "timed out",
 )
-
-
-def redact(text: str, secret: str | None = None) -> str:
-    """Error text without the connection's password or anything that looks like one: it ends up in
-    logs, XCom and the CLI's output."""
-    if secret:
-        text = text.replace(secret, "***")
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 # -- connections ---------------------------------------------------------------------------------------

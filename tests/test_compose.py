@@ -1,0 +1,239 @@
+"""docker-compose.airflow.yml cannot be started here (no Docker engine), so this validates it statically: the
+Airflow 3.3 Celery layout, every service's command and environment, one JWT secret everywhere, and that every
+connection of example_dags/shards.yaml is an AIRFLOW_CONN_* of the right type pointing at a shard service that
+exists, with the credentials and database that service creates."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.airflow.yml"
+DOCKERFILE = REPO / "Dockerfile"
+TOPOLOGY = REPO / "example_dags" / "shards.yaml"
+
+AIRFLOW_COMMANDS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler --skip-serve-logs",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer --skip-serve-logs",
+    "airflow-worker": "celery worker --skip-serve-logs",
+}
+AIRFLOW_SERVICES = [*AIRFLOW_COMMANDS, "airflow-init"]
+#: connection type -> (image prefixes of a server of that kind, its port)
+SERVERS = {
+    "postgres": (("postgres:",), 5432),
+    "mysql": (("mysql:", "mariadb:"), 3306),
+    "mssql": (("mcr.microsoft.com/mssql/server:",), 1433),
+    "mongo": (("mongo:",), 27017),
+}
+#: Engines the project implements (engines/__init__.py ENGINE_CLASSES); the others may only be inactive.
+IMPLEMENTED = {"postgres", "mysql", "sqlite"}
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's ``${VAR:-default}`` interpolation with an empty environment (what a fresh checkout gets)."""
+    env = env or {}
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":  # an escaped dollar
+            return "$"
+        return env.get(match.group(1)) or (match.group(2) or "")
+
+    return _VAR.sub(replace, value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(compose["services"])
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # KEY=VALUE form
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): interpolate(str(v)) for k, v in env.items()}
+
+
+def command_of(service: dict[str, Any]) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else str(command)
+
+
+def topology_connections() -> list[dict[str, Any]]:
+    return list(yaml.safe_load(TOPOLOGY.read_text())["shards"])
+
+
+def shard_connections(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    env = env_of(services["airflow-worker"])
+    return {k[len("AIRFLOW_CONN_") :].lower(): json.loads(v) for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
+
+
+def test_the_airflow_celery_layout_is_complete(services: dict[str, dict[str, Any]]) -> None:
+    for name in ["postgres", "redis", *AIRFLOW_SERVICES]:
+        assert name in services, f"service {name} missing"
+    for name, service in services.items():
+        for dependency in service.get("depends_on") or {}:
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+    assert services["redis"]["image"].startswith("redis:")
+    assert services["postgres"]["image"].startswith("postgres:")
+
+
+@pytest.mark.parametrize("name", list(AIRFLOW_COMMANDS))
+def test_airflow_service_commands(services: dict[str, dict[str, Any]], name: str) -> None:
+    service = services[name]
+    assert command_of(service) == AIRFLOW_COMMANDS[name]
+    assert service["build"]["dockerfile"] == "Dockerfile" and service["build"]["context"] == "."
+    assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert "healthcheck" in service, f"{name} has no healthcheck"
+    assert service.get("restart") == "always"
+
+
+def test_init_migrates_and_creates_a_user(services: dict[str, dict[str, Any]]) -> None:
+    script = command_of(services["airflow-init"])
+    assert "airflow db migrate" in script
+    assert re.search(r"airflow users create .*--role Admin", script.replace("\\\n", " "))
+    assert services["airflow-init"]["entrypoint"] == "/bin/bash"
+
+
+def test_worker_shuts_down_warm_and_waits_for_the_api_server(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["airflow-worker"]
+    assert env_of(worker)["DUMB_INIT_SETSID"] == "0"
+    assert worker["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_environment(services: dict[str, dict[str, Any]], name: str) -> None:
+    env = env_of(services[name])
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "@postgres/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert (
+        env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+        and "@postgres/" in (env["AIRFLOW__CELERY__RESULT_BACKEND"])
+    )
+    assert (
+        env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+        and "@redis:6379" in (env["AIRFLOW__CELERY__BROKER_URL"])
+    )
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
+    assert len(env["AIRFLOW__API_AUTH__JWT_SECRET"].encode()) >= 64, "HMAC-SHA512 wants a 64+ byte secret"
+    volumes = services[name]["volumes"]
+    assert "./example_dags:/opt/airflow/dags:ro" in volumes, "example_dags/ is the dags folder"
+    assert any(v.startswith("airflow-logs:/opt/airflow/logs") for v in volumes), "logs are shared"
+
+
+def test_one_jwt_secret_for_every_airflow_process(services: dict[str, dict[str, Any]]) -> None:
+    secrets = {name: env_of(services[name])["AIRFLOW__API_AUTH__JWT_SECRET"] for name in AIRFLOW_SERVICES}
+    assert len(set(secrets.values())) == 1, secrets
+    # ... also when the user sets their own.
+    raw = {name: str(services[name]["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"]) for name in AIRFLOW_SERVICES}
+    chosen = {name: interpolate(value, {"AIRFLOW_JWT_SECRET": "x" * 80}) for name, value in raw.items()}
+    assert set(chosen.values()) == {"x" * 80}
+
+
+def test_only_the_api_server_is_published_and_only_on_loopback(services: dict[str, dict[str, Any]]) -> None:
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert list(published) == ["airflow-apiserver"]
+    assert published["airflow-apiserver"] == ["127.0.0.1:8080:8080"]
+
+
+def test_every_topology_shard_has_a_matching_connection_and_server(services: dict[str, dict[str, Any]]) -> None:
+    connections = shard_connections(services)
+    shards = topology_connections()
+    assert shards, "example_dags/shards.yaml lists no shard"
+    for shard in shards:
+        conn_id = shard["conn_id"]
+        assert conn_id in connections, f"no AIRFLOW_CONN_{conn_id.upper()} for shard {shard['id']}"
+        spec = connections[conn_id]
+        conn_type = spec["conn_type"]
+        if shard.get("active", True):
+            assert conn_type in IMPLEMENTED, f"active shard {shard['id']} uses {conn_type}, which has no engine"
+        host = spec["host"]
+        assert host in services, f"{conn_id} points at {host}, which is not a service of the compose file"
+        prefixes, port = SERVERS[conn_type]
+        assert services[host]["image"].startswith(prefixes), f"{conn_id} ({conn_type}) points at {host}"
+        assert spec["port"] == port
+
+
+@pytest.mark.parametrize(
+    "conn_id", ["shard_pg_0", "shard_pg_1", "shard_mysql_0", "shard_mysql_1", "shard_mssql_0", "shard_mongo_0"]
+)
+def test_connection_credentials_match_the_shard_server(services: dict[str, dict[str, Any]], conn_id: str) -> None:
+    spec = shard_connections(services)[conn_id]
+    server = env_of(services[spec["host"]])
+    if spec["conn_type"] == "postgres":
+        expected = (server["POSTGRES_USER"], server["POSTGRES_PASSWORD"], server["POSTGRES_DB"])
+    elif spec["conn_type"] == "mysql":
+        expected = (server["MYSQL_USER"], server["MYSQL_PASSWORD"], server["MYSQL_DATABASE"])
+    elif spec["conn_type"] == "mssql":
+        expected = ("sa", server["MSSQL_SA_PASSWORD"], "master")
+        assert server["ACCEPT_EULA"] == "Y"
+    else:
+        expected = (
+            server["MONGO_INITDB_ROOT_USERNAME"],
+            server["MONGO_INITDB_ROOT_PASSWORD"],
+            server["MONGO_INITDB_DATABASE"],
+        )
+        assert spec["extra"]["authSource"] == "admin"
+    assert (spec["login"], spec["password"], spec["schema"]) == expected
+
+
+def test_connections_are_valid_airflow_connections(services: dict[str, dict[str, Any]]) -> None:
+    from airflow.models.connection import Connection
+
+    for conn_id, spec in shard_connections(services).items():
+        connection = Connection.from_json(json.dumps(spec), conn_id=conn_id)
+        assert connection.conn_type == spec["conn_type"] and connection.host == spec["host"]
+
+
+def test_every_airflow_service_gets_every_shard_connection(services: dict[str, dict[str, Any]]) -> None:
+    expected = set(shard_connections(services))
+    for name in AIRFLOW_SERVICES:
+        got = {k[len("AIRFLOW_CONN_") :].lower() for k in env_of(services[name]) if k.startswith("AIRFLOW_CONN_")}
+        assert got == expected, name
+
+
+def test_unimplemented_engines_are_not_targeted_and_the_file_says_so(services: dict[str, dict[str, Any]]) -> None:
+    connections = shard_connections(services)
+    targeted = {s["conn_id"] for s in topology_connections() if s.get("active", True)}
+    for conn_id, spec in connections.items():
+        if spec["conn_type"] not in IMPLEMENTED:
+            assert conn_id not in targeted, f"{conn_id} ({spec['conn_type']}) has no engine but is targeted"
+    text = COMPOSE.read_text()
+    assert "NOT implement their engines yet" in text
+
+
+def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes") or []:
+            source = volume.split(":", 1)[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+
+
+def test_dockerfile_builds_airflow_3_3_with_this_repository() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:3\.3\.2-python3\.11$", text, re.M)
+    assert re.search(r"^FROM \$\{AIRFLOW_IMAGE\}$", text, re.M)
+    assert "COPY --chown=airflow:0 airflow_provider_shardmigrate /opt/shardmigrate/" in text
+    assert re.search(r'pip install --no-cache-dir "apache-airflow==\$\{AIRFLOW_VERSION\}".* /opt/shardmigrate', text)
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore and "!airflow_provider_shardmigrate/" in ignore and "!pyproject.toml" in ignore
