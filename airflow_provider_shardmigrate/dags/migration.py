@@ -54,6 +54,8 @@ class _ShardTasks:
         if migration.options.validate_before_apply:
             self.common["requires"] = [PREFLIGHT_TASK_ID]
         self.task_ids: list[str] = []
+        #: task id -> the shards it runs, in map-index order (one shard, map index -1, when not mapped)
+        self.shards_of: dict[str, list[str]] = {}
 
     def single(self, task_id: str, wave: Wave, **kwargs: Any) -> ShardMigrationOperator:
         from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
@@ -63,6 +65,7 @@ class _ShardTasks:
             task_id=task_id, shard_id=shard.id, conn_id=shard.conn_id, **self.common, **kwargs
         )
         self.task_ids.append(task.task_id)
+        self.shards_of[task.task_id] = [shard.id]
         return task
 
     def mapped(self, task_id: str, wave: Wave, what: str, **kwargs: Any) -> Any:
@@ -77,6 +80,7 @@ class _ShardTasks:
             **kwargs,
         ).expand_kwargs([{"shard_id": shard.id, "conn_id": shard.conn_id} for shard in wave.shards])
         self.task_ids.append(task.task_id)
+        self.shards_of[task.task_id] = [shard.id for shard in wave.shards]
         return task
 
 
@@ -194,6 +198,7 @@ def build_migration_dag(
             strategy=strategy,
             target_shard_ids=[shard.id for shard in targets],
             shard_task_ids=tasks.task_ids,
+            shards_of_task=tasks.shards_of,
             rollback_task_id=ROLLBACK_TASK_ID,
             trigger_rule=TriggerRule.ALL_DONE,
         )

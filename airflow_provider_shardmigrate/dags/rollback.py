@@ -79,6 +79,7 @@ def build_rollback_dag(
             strategy="rollback",
             target_shard_ids=[shard.id for shard in shards],
             shard_task_ids=[undo.task_id],
+            shards_of_task={undo.task_id: [shard.id for shard in shards]},
             rollback_mode=True,
             trigger_rule=TriggerRule.ALL_DONE,
         )

@@ -103,6 +103,8 @@ class MigrationReportOperator(BaseOperator):
     :param shard_task_ids: Per-shard task ids.
     :param rollback_task_id: Task id of the auto-rollback task, if the DAG has one.
     :param rollback_mode: True for a rollback DAG: success means no shard failed.
+    :param shards_of_task: Task id -> its shards in map-index order, to tell a shard whose task failed
+        without a result (a lost worker) from one that never ran.
     """
 
     template_fields: Sequence[str] = ()
@@ -117,9 +119,11 @@ class MigrationReportOperator(BaseOperator):
         shard_task_ids: Sequence[str],
         rollback_task_id: str | None = None,
         rollback_mode: bool = False,
+        shards_of_task: dict[str, list[str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.shards_of_task = shards_of_task or {}
         self.migration_id = migration_id
         self.strategy = strategy
         self.target_shard_ids = list(target_shard_ids)
@@ -127,10 +131,39 @@ class MigrationReportOperator(BaseOperator):
         self.rollback_task_id = rollback_task_id
         self.rollback_mode = rollback_mode
 
+    def _lost_shards(self, context: Context, reported: dict[str, ShardStatus]) -> dict[str, ShardStatus]:
+        """Shards whose task ended ``failed`` without pushing a status: the worker died, the task was
+        killed or timed out in Airflow. They are failed, not pending -- the shard may be half-way."""
+        missing = {
+            task_id: shards
+            for task_id, shards in self.shards_of_task.items()
+            if any(shard.casefold() not in reported for shard in shards)
+        }
+        if not missing:
+            return {}
+        ti = context["ti"]
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=list(missing), run_ids=[ti.run_id]).get(ti.run_id, {})
+        lost: dict[str, ShardStatus] = {}
+        for task_id, shards in missing.items():
+            for index, shard_id in enumerate(shards):
+                key = task_id if len(shards) == 1 and task_id in states else f"{task_id}_{index}"
+                if shard_id.casefold() not in reported and states.get(key) == "failed":
+                    code = ErrorCode.ROLLBACK_FAILED if self.rollback_mode else ErrorCode.MIGRATION_FAILED
+                    lost[shard_id.casefold()] = ShardStatus(
+                        shard_id,
+                        Outcome.FAILED,
+                        0,
+                        code.value,
+                        "the task failed without reporting a result (worker lost or task killed); check its log "
+                        "and the shard's history row before retrying",
+                    )
+        return lost
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_shardmigrate.observability import record_result, span
 
         statuses = {s.shard_id.casefold(): s for s in pull_statuses(context, self.shard_task_ids)}
+        statuses.update(self._lost_shards(context, statuses))
         if self.rollback_task_id:
             undone = context["ti"].xcom_pull(task_ids=self.rollback_task_id, key="return_value") or {}
             for shard_id, data in undone.items():

@@ -276,3 +276,27 @@ def test_params_default_from_migration_yaml(sqlite_fleet, write_migration):
     assert params == {"stop_on_first_failure": False, "auto_rollback": True, "dry_run": False}
     schema = {name: dag.params.get_param(name).schema for name in params}
     assert all(s["type"] == "boolean" for s in schema.values())
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "parallel"])
+def test_shard_task_that_dies_without_a_result_is_reported_failed(
+    strategy, sqlite_fleet, write_migration, dag_runner, monkeypatch
+):
+    """A task that ends failed without pushing its status (a lost worker, a kill) is a failed shard in
+    the report -- not pending, which would claim the shard was never touched."""
+    from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
+
+    topology = fleet(sqlite_fleet, count=3)
+    migration = write_migration("070_lost", options={"strategy": strategy, "stop_on_first_failure": False})
+    dag = build_migration_dag(migration, topology)
+
+    def die_before_running(self, context):  # fault injection: stands in for a worker killed mid-task
+        if self.shard_id == "s1":
+            raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(ShardMigrationOperator, "pre_execute", die_before_running)
+    run = dag_runner(dag)
+    assert run.outcomes() == {"s0": "succeeded", "s1": "failed", "s2": "succeeded"}
+    assert "without reporting a result" in run.report["shards"]["s1"]["error_message"]
+    assert run.report["shards"]["s1"]["error_code"] == "shardmigrate.migration_failed"
+    assert run.state == "failed"
