@@ -12,11 +12,12 @@ unexport PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 PYTEST_ARGS ?=
 
-.PHONY: help demo test test-fast lint typecheck system-deps install services lock clean bench
+.PHONY: help demo test test-fast e2e lint typecheck system-deps install services lock clean bench
 
 help:
 	@echo "make demo   - migrate a fleet of SQLite shards through Airflow, live"
-	@echo "make test   - the whole test suite (starts PostgreSQL/MariaDB when needed)"
+	@echo "make test   - the whole test suite (starts PostgreSQL/MariaDB/Redis when needed)"
+	@echo "make e2e    - only the end-to-end tests against a real Airflow deployment (tests/e2e)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (ratios against baselines measured in the same run)"
 
@@ -40,6 +41,12 @@ demo: install
 
 test: install services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A real Airflow deployment (api-server, scheduler, dag-processor, triggerer, two Celery workers) on loopback,
+# REST API, concurrency, retry, drift schedule and the Trigger form in Chromium (tests/e2e; part of `make test`).
+# Needs the local PostgreSQL, MariaDB and Redis (`make services` starts them when they are installed but down).
+e2e: install services
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

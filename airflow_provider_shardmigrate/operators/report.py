@@ -192,7 +192,8 @@ class MigrationReportOperator(BaseOperator):
                         "the rollback task of this shard finished without a result (see its task log)",
                     )
         dag_run = context.get("dag_run")
-        started = getattr(dag_run, "start_date", None)
+        # run_after is when the run was triggered; start_date is reset when tasks are cleared for a retry
+        started = getattr(dag_run, "run_after", None) or getattr(dag_run, "start_date", None)
         total_ms = int((datetime.now(UTC) - started).total_seconds() * 1000) if started else 0
         success = frozenset(set(Outcome) - {Outcome.FAILED}) if self.rollback_mode else AT_TARGET
         result = MigrationResult.build(

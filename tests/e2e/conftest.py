@@ -94,7 +94,9 @@ def _build(output: Path, pg: PostgresFleet, my: MySqlFleet) -> tuple[Deployment,
     expected = write_migrations_project(dags / "rest", topology(scenarios.REST_SHARDS), scenarios.REST_MIGRATIONS)
     expected += write_migrations_project(dags / "conc", topology(scenarios.CONC_SHARDS), scenarios.CONC_MIGRATIONS)
     drift_dag = write_drift_project(dags / "drift", topology(scenarios.DRIFT_SHARDS, scenarios.DRIFT_SETTINGS))
-    return Deployment(output_dir=output, dags_folder=dags, extra_env=env), expected, drift_dag
+    databases = {"postgres": list(pg.databases.values()), "mysql": list(my.databases.values())}
+    deployment = Deployment(output_dir=output, dags_folder=dags, extra_env=env, shard_databases=databases)
+    return deployment, expected, drift_dag
 
 
 @pytest.fixture(scope="package")

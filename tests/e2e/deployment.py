@@ -138,7 +138,7 @@ def _group_is_airflow(pgid: int) -> bool:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if b"airflow" in cmdline:
+        if b"airflow" in cmdline or b"celery" in cmdline:  # Celery retitles its processes
             return True
     return False
 
@@ -198,33 +198,70 @@ def release_redis_db(number: int, owner: str) -> None:
         client.flushdb()
 
 
+def clean_up_run(state_file: Path, grace: float = 0.0) -> list[str]:
+    """Stop the process groups of the run ``state_file`` describes (SIGTERM, ``grace`` seconds, SIGKILL), drop
+    its metadata DB, empty its Redis DB and mark it stopped. For runs whose owner died without stopping."""
+    done: list[str] = []
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return done
+    if state.get("stopped"):
+        return done
+    groups = [pgid for pgid in state.get("pgids", []) if _group_is_airflow(pgid)]
+    if groups and grace > 0:
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGTERM)
+        end = time.monotonic() + grace
+        while time.monotonic() < end and any(_group_members(pgid) for pgid in groups):
+            time.sleep(0.5)
+    for pgid in groups:
+        if _group_members(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+            done.append(f"killed group {pgid}")
+    databases = state.get("shard_databases") or {}
+    for database in [state.get("metadata_db"), *databases.get("postgres", [])]:
+        if database:
+            with contextlib.suppress(Exception), pg_admin() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                done.append(f"dropped {database}")
+    if databases.get("mysql"):
+        with contextlib.suppress(Exception):
+            from tests.server_fixtures import MySqlServer
+
+            server = MySqlServer()
+            for database in databases["mysql"]:
+                server.drop_database(database)
+                done.append(f"dropped {database}")
+    if state.get("redis_db") is not None and state.get("redis_owner"):
+        with contextlib.suppress(Exception):
+            release_redis_db(int(state["redis_db"]), str(state["redis_owner"]))
+    state["stopped"] = True
+    state_file.write_text(json.dumps(state, indent=2))
+    return done
+
+
 def sweep_stale_runs() -> list[str]:
-    """Stop process groups and drop metadata DBs of earlier runs whose owner process is gone."""
+    """Clean up after earlier runs whose owner process is gone (killed before it could stop its deployment)."""
     done: list[str] = []
     if not OUTPUT_ROOT.exists():
         return done
     for state_file in OUTPUT_ROOT.glob(f"*/{_STATE_FILE}"):
         try:
-            state = json.loads(state_file.read_text())
+            owner = int(json.loads(state_file.read_text()).get("owner_pid", 0))
         except (OSError, ValueError):
             continue
-        if state.get("stopped") or _pid_alive(int(state.get("owner_pid", 0))):
-            continue
-        for pgid in state.get("pgids", []):
-            if _group_is_airflow(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-                done.append(f"killed group {pgid}")
-        database = state.get("metadata_db")
-        if database:
-            with contextlib.suppress(Exception), pg_admin() as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-                done.append(f"dropped {database}")
-        if state.get("redis_db") is not None and state.get("redis_owner"):
-            with contextlib.suppress(Exception):
-                release_redis_db(int(state["redis_db"]), str(state["redis_owner"]))
-        state["stopped"] = True
-        state_file.write_text(json.dumps(state, indent=2))
+        if not _pid_alive(owner):
+            done += clean_up_run(state_file)
     return done
+
+
+def _reap(owner_pid: int, state_file: Path) -> None:  # pragma: no cover - runs in the reaper process
+    """The reaper: wait for the owner (the test process) to go away, then clean up after it unless it stopped
+    the deployment itself. Covers SIGKILL of pytest, where neither atexit nor fixture teardown runs."""
+    while _pid_alive(owner_pid):
+        time.sleep(1.0)
+    clean_up_run(state_file, grace=15.0)
 
 
 # -- the deployment ---------------------------------------------------------------------------------------
@@ -251,6 +288,9 @@ class Deployment:
     workers: int = 2
     worker_concurrency: int = 4
     tuned: bool = True
+    #: Shard databases the caller created for this run ({"postgres": [...], "mysql": [...]}): dropped by the
+    #: reaper if the test process dies without its teardown (the caller drops them normally).
+    shard_databases: dict[str, list[str]] = field(default_factory=dict)
     run_token: str = field(default_factory=lambda: secrets.token_hex(4))
 
     def __post_init__(self) -> None:
@@ -267,13 +307,18 @@ class Deployment:
         self.components: list[Component] = []
         self.worker_hostnames = [f"e2e-worker-{i + 1}-{self.run_token}@127.0.0.1" for i in range(self.workers)]
         self._redis_owner = f"{os.getpid()}:{self.run_token}"
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._created_db = False
         self._stopped = False
         self._token: str | None = None
+        self._env: dict[str, str] | None = None
 
     # -- configuration ----------------------------------------------------------------------------------
     def environment(self) -> dict[str, str]:
-        """The environment of every Airflow process: the caller's, minus its AIRFLOW* settings, plus ours."""
+        """The environment of every Airflow process: the caller's, minus its AIRFLOW* settings, plus ours
+        (computed once: every process gets the same secrets and ports)."""
+        if self._env is not None:
+            return dict(self._env)
         from cryptography.fernet import Fernet
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -281,9 +326,6 @@ class Deployment:
         env.setdefault("PYTHONPYCACHEPREFIX", str(REPO / ".cache" / "pycache"))
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         sql = f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.metadata_db}"
-        if not hasattr(self, "_jwt_secret"):
-            self._jwt_secret = secrets.token_urlsafe(64)  # 86 bytes: above the 64-byte HMAC-SHA512 minimum
-            self._fernet = Fernet.generate_key().decode()
         passwords = self.home / "simple_auth_manager_passwords.json"
         env.update(
             {
@@ -294,7 +336,7 @@ class Deployment:
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "32",
                 "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
-                "AIRFLOW__CORE__FERNET_KEY": self._fernet,
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
                 "AIRFLOW__CORE__AUTH_MANAGER": (
                     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
                 ),
@@ -306,7 +348,8 @@ class Deployment:
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
+                # 86 bytes: above the 64-byte minimum for HMAC-SHA512 (no InsecureKeyLengthWarning).
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.metadata_db}",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
@@ -323,7 +366,9 @@ class Deployment:
             env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = "0.2"
             env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = "1"
         env.update(self.extra_env)
-        return env
+        if self.redis_db is not None:  # complete only once the broker DB is claimed
+            self._env = env
+        return dict(env)
 
     def _airflow(self, *args: str) -> list[str]:
         return [str(Path(sys.executable).parent / "airflow"), *args]
@@ -351,6 +396,7 @@ class Deployment:
         self._created_db = True
         (self.home / "simple_auth_manager_passwords.json").write_text(json.dumps({USERNAME: self.password}))
         self._write_state()
+        self._start_reaper()
         env = self.environment()
         migrate_log = self.logs / "db-migrate.log"
         with migrate_log.open("wb") as out:
@@ -412,10 +458,30 @@ class Deployment:
         if expect_dags:
             self.wait_for_dags(expect_dags, deadline=deadline)
 
+    def _start_reaper(self) -> None:
+        log = (self.logs / "reaper.log").open("ab")
+        self._reaper = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.deployment",
+                "--reap",
+                str(os.getpid()),
+                str(self.output_dir / _STATE_FILE),
+            ],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
     def _write_state(self) -> None:
         state = {
             "owner_pid": os.getpid(),
             "metadata_db": self.metadata_db if self._created_db else None,
+            "shard_databases": self.shard_databases,
             "redis_db": self.redis_db,
             "redis_owner": self._redis_owner,
             "queue": self.queue,
@@ -536,6 +602,10 @@ class Deployment:
                 release_redis_db(self.redis_db, self._redis_owner)
         with contextlib.suppress(OSError):
             self._write_state()
+        if self._reaper is not None and self._reaper.poll() is None:
+            self._reaper.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._reaper.wait(timeout=5)
         if forced:
             print(f"[e2e] SIGKILLed after {timeout:g}s: {', '.join(forced)}", file=sys.stderr)
         return forced
@@ -663,3 +733,10 @@ class AirflowApi:
         data = self.request("GET", path, params={"map_index": map_index}, expect=200).json()
         value = data["value"]
         return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if len(sys.argv) == 4 and sys.argv[1] == "--reap":
+        _reap(int(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        sys.exit("usage: python -m tests.e2e.deployment --reap OWNER_PID STATE_FILE")
