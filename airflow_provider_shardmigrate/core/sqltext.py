@@ -17,7 +17,7 @@ def split_sql(script: str) -> list[str]:
     for statement in sqlparse.parse(script):
         meaningful = any(
             not token.is_whitespace and token.ttype not in tokens.Comment and not token.match(tokens.Punctuation, ";")
-            for token in statement.flatten()
+            for token in statement.flatten()  # type: ignore[no-untyped-call]
         )
         if meaningful:
             statements.append(str(statement).strip())

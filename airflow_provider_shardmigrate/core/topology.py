@@ -120,7 +120,7 @@ def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]
         if not isinstance(active, bool):
             problems.append(Problem(f"must be true or false, got {active!r}", source, f"{where}.active"))
             ok = False
-        if ok:
+        if ok and isinstance(shard_id, str) and isinstance(conn_id, str):
             shards.append(Shard(id=shard_id, conn_id=conn_id, active=active))
     return shards
 

@@ -60,14 +60,14 @@ class MigrationPreflightOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         shards = [Shard(shard_id, conn_id) for shard_id, conn_id in self.shard_conn_ids.items()]
         result = check_touched_tables(shards, migration, timeout=self.timeout, max_workers=self.max_workers)
-        summary = {
+        summary: dict[str, Any] = {
             "tables": list(result.tables),
             "conflicts": {table: list(ids) for table, ids in result.conflicts.items()},
             "already_applied": len(result.already_applied),
             "unreadable": dict(list(result.unreadable.items())[:20]),
         }
-        for shard_id, error in result.unreadable.items():
-            self.log.warning("preflight could not read shard %s (its apply task will report why): %s", shard_id, error)
+        for shard_id, reason in result.unreadable.items():
+            self.log.warning("preflight could not read shard %s (its apply task will report why): %s", shard_id, reason)
         if not result.ok:
             error = DriftDetectedError(
                 "the tables this migration touches already differ between the shards it would migrate; "
