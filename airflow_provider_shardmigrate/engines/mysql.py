@@ -31,7 +31,7 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn, TypeVar
@@ -44,10 +44,9 @@ from airflow_provider_shardmigrate.core.errors import (
     MigrationTimeoutError,
     ShardMigrateError,
 )
-from airflow_provider_shardmigrate.core.history import HISTORY_COLUMNS, HISTORY_TABLE, HistoryRecord, HistoryStatus
+from airflow_provider_shardmigrate.core.history import HISTORY_COLUMNS, HISTORY_TABLE, HistoryRecord
 from airflow_provider_shardmigrate.core.sqltext import preview, split_sql
-from airflow_provider_shardmigrate.core.status import redact
-from airflow_provider_shardmigrate.engines.base import ShardEngine
+from airflow_provider_shardmigrate.engines.dbapi import DbApiEngine
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,6 @@ _UPSERT = (
     f"VALUES ({', '.join('%s' for _ in HISTORY_COLUMNS)}) "
     "ON DUPLICATE KEY UPDATE " + ", ".join(f"{column} = VALUES({column})" for column in HISTORY_COLUMNS[1:])
 )
-_SELECT = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {HISTORY_TABLE}"
-_HISTORY_EXISTS = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
 
 
 def lock_name(database: str) -> str:
@@ -126,16 +123,6 @@ def _utc_naive(value: object) -> object:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC).replace(tzinfo=None)
     return value
-
-
-def _from_row(row: Sequence[Any]) -> HistoryRecord:
-    data = dict(zip(HISTORY_COLUMNS, row, strict=True))
-    for key in ("applied_at", "rolled_back_at"):
-        if isinstance(data[key], datetime) and data[key].tzinfo is None:
-            data[key] = data[key].replace(tzinfo=UTC)
-    data["status"] = HistoryStatus(data["status"])
-    data["description"] = data["description"] or ""
-    return HistoryRecord(**data)
 
 
 def _check_no_delimiter(script: str) -> None:
@@ -192,10 +179,13 @@ class KillQueryWatchdog:
             self._done = True
 
 
-class MySqlEngine(ShardEngine):
+class MySqlEngine(DbApiEngine):
     conn_types = ("mysql",)
     variant = "mysql"
     transactional_ddl = False
+    HISTORY_EXISTS_SQL = (
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
+    )
 
     def __init__(self, conn_id: str, shard_id: str, *, timeout_mode: TimeoutMode = "auto") -> None:
         """``timeout_mode``: ``auto`` (MariaDB -> server, MySQL -> watchdog), or force ``server``/``watchdog``.
@@ -211,13 +201,11 @@ class MySqlEngine(ShardEngine):
         self._conn: Any = None
         self._driver_errors: tuple[type[BaseException], ...] = ()
         self._cursor_class: Any = None
-        self._secret: str | None = None
         self.address = "?"
         self.database = "?"
         self.version = ""
         self.is_mariadb = False
         self.connection_id = 0
-        self._history_seen = False
         #: The watchdog of the last statement (tests read ``fired`` from it).
         self.last_watchdog: KillQueryWatchdog | None = None
 
@@ -309,40 +297,8 @@ class MySqlEngine(ShardEngine):
             raise RuntimeError("engine used outside its 'with' block")
         return self._conn
 
-    def _scrub(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return redact(text)
-
-    # -- low-level execution -----------------------------------------------------------------------
     def _cursor(self) -> Any:
         return self.conn.cursor(self._cursor_class) if self._cursor_class else self.conn.cursor()
-
-    def _execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        cursor = self._cursor()
-        try:
-            cursor.execute(sql, params)
-            if cursor.description:
-                cursor.fetchall()  # a statement that returns rows must be drained before the next one
-        finally:
-            cursor.close()  # mysqlclient drains further result sets (CALL) here
-
-    def _fetchone(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        cursor = self._cursor()
-        try:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall() if cursor.description else []
-            return rows[0] if rows else None
-        finally:
-            cursor.close()
-
-    def _fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[Any]:
-        cursor = self._cursor()
-        try:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
 
     def _guarded(self, action: Callable[[], T], deadline: Deadline | None, what: str) -> T:
         try:
@@ -388,37 +344,10 @@ class MySqlEngine(ShardEngine):
             log.debug("shard %s: resetting timeouts failed: %s", self.shard_id, exc)
 
     # -- history -----------------------------------------------------------------------------------
-    def _history_exists(self) -> bool:
-        # Once seen, the table stays for this engine's short life: one catalog query per shard, not per call.
-        if not self._history_seen:
-            row = self._guarded(
-                lambda: self._fetchone(_HISTORY_EXISTS, (HISTORY_TABLE,)), None, "looking for the history table"
-            )
-            self._history_seen = bool(row and row[0])
-        return self._history_seen
-
     def ensure_history_table(self) -> None:
         if not self._history_exists():
             self._guarded(lambda: self._execute(_CREATE_HISTORY), None, "creating the history table")
             self._history_seen = True
-
-    def read_history(self, migration_id: str) -> HistoryRecord | None:
-        if not self._history_exists():
-            return None
-        row = self._guarded(
-            lambda: self._fetchone(f"{_SELECT} WHERE migration_id = %s", (migration_id,)),
-            None,
-            "reading the history row",
-        )
-        return _from_row(row) if row else None
-
-    def list_history(self) -> list[HistoryRecord]:
-        if not self._history_exists():
-            return []
-        rows = self._guarded(
-            lambda: self._fetchall(f"{_SELECT} ORDER BY migration_id"), None, "reading the history table"
-        )
-        return [_from_row(row) for row in rows]
 
     def save_history(self, record: HistoryRecord) -> None:
         row = tuple(_utc_naive(value) for value in record.as_row())

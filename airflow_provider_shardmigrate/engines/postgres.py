@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, NoReturn, TypeVar
@@ -42,10 +42,9 @@ from airflow_provider_shardmigrate.core.errors import (
     MigrationTimeoutError,
     ShardMigrateError,
 )
-from airflow_provider_shardmigrate.core.history import HISTORY_COLUMNS, HISTORY_TABLE, HistoryRecord, HistoryStatus
+from airflow_provider_shardmigrate.core.history import HISTORY_COLUMNS, HISTORY_TABLE, HistoryRecord
 from airflow_provider_shardmigrate.core.sqltext import preview, split_sql
-from airflow_provider_shardmigrate.core.status import redact
-from airflow_provider_shardmigrate.engines.base import ShardEngine
+from airflow_provider_shardmigrate.engines.dbapi import DbApiEngine
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,6 @@ _UPSERT = (
     "ON CONFLICT (migration_id) DO UPDATE SET "
     + ", ".join(f"{column} = EXCLUDED.{column}" for column in HISTORY_COLUMNS[1:])
 )
-_SELECT = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {HISTORY_TABLE}"
 _SET_TIMEOUTS = "SELECT set_config('statement_timeout', %s, %s), set_config('lock_timeout', %s, %s)"
 
 
@@ -128,30 +126,22 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(first.split())
 
 
-def _from_row(row: Sequence[Any]) -> HistoryRecord:
-    data = dict(zip(HISTORY_COLUMNS, row, strict=True))
-    data["status"] = HistoryStatus(data["status"])
-    data["description"] = data["description"] or ""
-    return HistoryRecord(**data)
-
-
-class PostgresEngine(ShardEngine):
+class PostgresEngine(DbApiEngine):
     conn_types = ("postgres",)
     variant = "postgres"
     transactional_ddl = True
+    HISTORY_EXISTS_SQL = "SELECT to_regclass(%s) IS NOT NULL"
 
     def __init__(self, conn_id: str, shard_id: str) -> None:
         super().__init__(conn_id, shard_id)
         self._conn: Any = None
         self._driver_errors: tuple[type[BaseException], ...] = ()
         self._new_cursor: Callable[[], Any] = lambda: None
-        self._secret: str | None = None
         #: ``host:port`` and database, for messages (never the password).
         self.address = "?"
         self.database = "?"
         self.schema: str | None = None
         self.server_version = 0
-        self._history_seen = False
 
     # -- connection --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -251,34 +241,8 @@ class PostgresEngine(ShardEngine):
             raise RuntimeError("engine used outside its 'with' block")
         return self._conn
 
-    def _scrub(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return redact(text)
-
-    # -- low-level execution -----------------------------------------------------------------------
-    def _execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        cursor = self._new_cursor()
-        try:
-            cursor.execute(sql, params)
-        finally:
-            cursor.close()
-
-    def _fetchone(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        cursor = self._new_cursor()
-        try:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
-        finally:
-            cursor.close()
-
-    def _fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[Any]:
-        cursor = self._new_cursor()
-        try:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+    def _cursor(self) -> Any:
+        return self._new_cursor()
 
     def _guarded(self, action: Callable[[], T], deadline: Deadline | None, what: str, *, lock: bool = False) -> T:
         """Run ``action`` and turn driver errors into our error codes, naming the shard and what we did."""
@@ -337,17 +301,6 @@ class PostgresEngine(ShardEngine):
             log.debug("shard %s: ROLLBACK failed: %s", self.shard_id, exc)
 
     # -- history -----------------------------------------------------------------------------------
-    def _history_exists(self) -> bool:
-        # Once seen, the table stays for this engine's short life: one catalog round trip per shard, not per call.
-        if not self._history_seen:
-            row = self._guarded(
-                lambda: self._fetchone("SELECT to_regclass(%s) IS NOT NULL", (HISTORY_TABLE,)),
-                None,
-                "looking for the history table",
-            )
-            self._history_seen = bool(row[0])
-        return self._history_seen
-
     def ensure_history_table(self) -> None:
         if self._history_exists():
             return
@@ -359,24 +312,6 @@ class PostgresEngine(ShardEngine):
             if any(f"[{state}]" in exc.message for state in _DUPLICATE_SQLSTATES) and self._history_exists():
                 return
             raise
-
-    def read_history(self, migration_id: str) -> HistoryRecord | None:
-        if not self._history_exists():
-            return None
-        row = self._guarded(
-            lambda: self._fetchone(f"{_SELECT} WHERE migration_id = %s", (migration_id,)),
-            None,
-            "reading the history row",
-        )
-        return _from_row(row) if row else None
-
-    def list_history(self) -> list[HistoryRecord]:
-        if not self._history_exists():
-            return []
-        rows = self._guarded(
-            lambda: self._fetchall(f"{_SELECT} ORDER BY migration_id"), None, "reading the history table"
-        )
-        return [_from_row(row) for row in rows]
 
     def save_history(self, record: HistoryRecord) -> None:
         self._guarded(lambda: self._execute(_UPSERT, record.as_row()), None, "writing the history row")
