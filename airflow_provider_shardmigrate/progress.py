@@ -10,13 +10,65 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
+from airflow_provider_shardmigrate.core.options import Strategy
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind
 from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome
+from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.operators.report import ROLLBACK_TASK_ID
 from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP
 
 SHARD_TASK_PREFIX = f"{SHARDS_GROUP}."
+CANARY_GATE = f"{SHARD_TASK_PREFIX}canary_gate"
 _RUNNING_STATES = {"running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "deferred", "restarting"}
+
+
+_STRATEGY_OF = {
+    WaveKind.SHARD: Strategy.SEQUENTIAL,
+    WaveKind.ALL: Strategy.PARALLEL,
+    WaveKind.BATCH: Strategy.ROLLING,
+    WaveKind.CANARY: Strategy.CANARY_FIRST,
+}
+
+
+def plan_from_dag(dag: Any) -> RolloutPlan | None:
+    """The rollout plan a migration DAG was built from, read back from its tasks (an authoring DAG or the
+    serialized DAG the api-server holds): chained shard tasks, the canary, and the shard list each mapped
+    task expands over. None for a DAG that is not a shardmigrate rollout."""
+    shard_tasks = [t for t in dag.tasks if t.task_id.startswith(SHARD_TASK_PREFIX) and t.task_id != CANARY_GATE]
+    if not shard_tasks:
+        return None
+    order = {task_id: index for index, task_id in enumerate(_topological(dag))}
+    waves: list[Wave] = []
+    for task in sorted(shard_tasks, key=lambda t: order.get(t.task_id, 0)):
+        expand = getattr(task, "expand_input", None)
+        if expand is not None:
+            shards = tuple(Shard(item["shard_id"], item.get("conn_id", "")) for item in expand.value)
+            if ".batch_" in task.task_id:
+                kind = WaveKind.BATCH
+            else:
+                kind = WaveKind.REST if waves and waves[0].kind is WaveKind.CANARY else WaveKind.ALL
+        elif task.task_id == f"{SHARD_TASK_PREFIX}canary":
+            kind, shards = WaveKind.CANARY, (Shard(str(task.task_display_name).removeprefix("canary "), ""),)
+        else:
+            kind, shards = WaveKind.SHARD, (Shard(task.task_id[len(SHARD_TASK_PREFIX) :], ""),)
+        waves.append(Wave(len(waves), kind, shards, len(shards)))
+    strategy = _STRATEGY_OF[waves[0].kind]
+    return RolloutPlan(strategy=strategy, waves=tuple(waves), max_parallelism=max(w.concurrency for w in waves))
+
+
+def _topological(dag: Any) -> list[str]:
+    """Task ids so that every task comes after its upstream tasks (Kahn's algorithm, ties by task id)."""
+    remaining = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    ordered: list[str] = []
+    while remaining:
+        ready = sorted(task_id for task_id, upstream in remaining.items() if not upstream - set(ordered))
+        if not ready:  # a cycle cannot happen in a DAG; stop rather than loop
+            ordered.extend(sorted(remaining))
+            break
+        ordered.extend(ready)
+        for task_id in ready:
+            del remaining[task_id]
+    return ordered
 
 
 def shard_for_task(plan: RolloutPlan, task_id: str, rendered_map_index: str | None) -> str | None:
