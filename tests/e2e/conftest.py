@@ -25,6 +25,7 @@ import pytest
 from tests.e2e import scenarios
 from tests.e2e.deployment import AirflowApi, Deployment, DeploymentError, check_servers, new_output_dir
 from tests.e2e.project import topology, write_drift_project, write_migrations_project
+from tests.e2e.statsd import StatsdListener
 from tests.server_fixtures import (
     PG_BASE_SCHEMA,
     MySqlFleet,
@@ -64,6 +65,7 @@ class E2E:
     output_dir: Path
     drift_dag_id: str
     timings: dict[str, float] = field(default_factory=dict)
+    statsd: StatsdListener | None = None
 
     def fleet(self, shard_id: str) -> PostgresFleet | MySqlFleet:
         return self.pg if shard_id in self.pg.databases else self.my
@@ -79,8 +81,15 @@ class E2E:
         self.deployment.check_alive()
 
 
-def _build(output: Path, pg: PostgresFleet, my: MySqlFleet) -> tuple[Deployment, list[str], str]:
-    env: dict[str, str] = {}
+def _build(
+    output: Path, pg: PostgresFleet, my: MySqlFleet, statsd: StatsdListener
+) -> tuple[Deployment, list[str], str]:
+    env: dict[str, str] = {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+    }
     for shard_id in scenarios.REST_PG + scenarios.CONC_SHARDS + scenarios.DRIFT_SHARDS:
         if shard_id == scenarios.CONC_FAILING:
             pg.add(shard_id, PG_BASE_SCHEMA + scenarios.CONC_POISON_ROW + "\n")
@@ -112,9 +121,10 @@ def e2e(postgres_server: PostgresServer, mysql_server: MySqlServer) -> Iterator[
     monkeypatch = pytest.MonkeyPatch()
     pg, my = PostgresFleet(postgres_server, monkeypatch), MySqlFleet(mysql_server, monkeypatch)
     deployment: Deployment | None = None
+    statsd = StatsdListener()
     try:
         began = time.monotonic()
-        deployment, expected, drift_dag = _build(output, pg, my)
+        deployment, expected, drift_dag = _build(output, pg, my, statsd)
         shards_ready = time.monotonic()
         failure = None
         try:
@@ -136,6 +146,7 @@ def e2e(postgres_server: PostgresServer, mysql_server: MySqlServer) -> Iterator[
             output,
             drift_dag,
             {"shards_s": shards_ready - began, "start_s": ready - shards_ready},
+            statsd,
         )
         _CURRENT["e2e"] = current
         yield current
@@ -153,3 +164,4 @@ def e2e(postgres_server: PostgresServer, mysql_server: MySqlServer) -> Iterator[
         pg.drop_all()
         my.drop_all()
         monkeypatch.undo()
+        statsd.close()

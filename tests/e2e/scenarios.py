@@ -35,7 +35,14 @@ BROWSER_NOTES = MigrationSpec(
     # Both off by default, so the browser test has to switch them on in the form.
     options={"strategy": "parallel", "max_parallelism": 4, "stop_on_first_failure": False, "auto_rollback": False},
 )
-REST_MIGRATIONS = [REST_ITEMS, RETRY_INDEX, BROWSER_NOTES]
+#: Applied once by the metrics test: every shard succeeds, so each emits shards_migrated.
+METRICS_TABLE = MigrationSpec(
+    "e2e_metrics_table",
+    up="CREATE TABLE e2e_metrics (id INT PRIMARY KEY);",
+    down="DROP TABLE e2e_metrics;",
+    options={"strategy": "parallel", "max_parallelism": 4},
+)
+REST_MIGRATIONS = [REST_ITEMS, RETRY_INDEX, BROWSER_NOTES, METRICS_TABLE]
 
 # -- the concurrency fleet: 8 PostgreSQL shards, 1 s of DDL each ------------------------------------------
 CONC_SHARDS = [f"cpg-{i}" for i in range(8)]
