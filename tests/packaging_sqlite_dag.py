@@ -62,10 +62,10 @@ def register(dag: object) -> None:
 
 def main(work: Path) -> None:
     folder, topology = prepare(work)
-
-    import airflow_provider_shardmigrate
+    # Airflow reads its configuration when first imported: only now that the environment is set.
     from airflow.utils import db
 
+    import airflow_provider_shardmigrate
     from airflow_provider_shardmigrate import build_migration_dag
 
     db.resetdb()

@@ -105,7 +105,7 @@ def dry_run(python: Path, extras: str = "") -> dict[str, str]:
 
 def test_plain_install_brings_airflow_but_no_executor_and_no_database_driver(empty_venv: Path) -> None:
     packages = dry_run(empty_venv)
-    assert BASE_PACKAGES <= set(packages), BASE_PACKAGES - set(packages)
+    assert set(packages) >= BASE_PACKAGES, BASE_PACKAGES - set(packages)
     assert packages["apache-airflow"].startswith("3.3."), packages["apache-airflow"]
     assert not EXECUTOR_PACKAGES & set(packages), "pip install . pulls an executor"
     family = set().union(*EXTRA_PACKAGES.values())
