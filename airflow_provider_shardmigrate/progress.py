@@ -3,13 +3,15 @@ states and per-shard XComs.
 
 The plan comes from the run itself (the preflight task publishes it), the shard of each task instance from
 the DAG layout (dags/layout.py), and what the outcomes add up to from core/outcomes.py -- so the CLI's live
-display and the progress endpoint see the same truth as the Grid and the report. Needs metadata-DB access
-(the api-server, or ``dag.test()``), never a worker.
+display and the progress endpoint see the same truth as the Grid and the report. In lanes execution each
+shard's status is read the moment its lane pushed it (``shard:<id>``), and the shards lanes are working on
+from their ``lane_state``. Needs metadata-DB access (the api-server, or ``dag.test()``), never a worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_shardmigrate.core.outcomes import compute_progress, merge_rollback
@@ -17,12 +19,16 @@ from airflow_provider_shardmigrate.core.plans import RolloutPlan
 from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome, ShardStatus
 from airflow_provider_shardmigrate.dags.layout import (
     AUTO_ROLLBACK_TASK_ID,
+    LANE_SHARD_KEY_PREFIX,
+    LANE_STATE_KEY,
     PLAN_XCOM_KEY,
     PREFLIGHT_TASK_ID,
+    ROLLBACK_SHARDS_TASK_ID,
     STATUS_XCOM_KEY,
     TaskLayout,
     is_rollback_dag,
 )
+from airflow_provider_shardmigrate.operators._context import statuses_in
 
 #: Task states in which a shard's work has been handed to a worker; ``scheduled`` (waiting for a concurrency
 #: slot) and ``up_for_retry`` are still waiting.
@@ -32,27 +38,46 @@ _RUNNING_STATES = {"queued", "running", "restarting", "deferred", "up_for_resche
 TaskRow = tuple[str, int, str | None]
 
 
-def shard_outcomes(
-    layout: TaskLayout,
-    task_rows: Iterable[TaskRow],
-    xcoms: Iterable[tuple[str, Any]],
-    rollback_xcom: Mapping[str, Any] | None,
-) -> tuple[dict[str, Outcome], list[str]]:
-    """(finished shard -> outcome, running shards) from what the run recorded so far; ``xcoms`` are
-    ``(task_id, return_value)`` of the run's tasks."""
+@dataclass
+class RunRecord:
+    """What a run has recorded so far: task states and the XComs progress reads."""
+
+    tasks: list[TaskRow] = field(default_factory=list)
+    #: (task_id, key, value) of the shard tasks' XComs (return values, lane shard statuses, lane states).
+    xcoms: list[tuple[str, str, Any]] = field(default_factory=list)
+    #: Return values of the rollback task instances of auto-rollback.
+    rollbacks: list[Any] = field(default_factory=list)
+
+    def state(self, task_id: str, map_index: int = -1) -> str | None:
+        return next((s for t, m, s in self.tasks if t == task_id and m == map_index), None)
+
+    def any_running(self, *task_ids: str) -> bool:
+        return any(t in task_ids and s in _RUNNING_STATES for t, _m, s in self.tasks)
+
+
+def _reported(layout: TaskLayout, record: RunRecord) -> tuple[dict[str, ShardStatus], list[str]]:
+    """Statuses the shard tasks pushed, and the shards lanes say they are working on."""
     shard_tasks = set(layout.shard_task_ids)
     statuses: dict[str, ShardStatus] = {}
-    for task_id, value in xcoms:
-        if task_id in shard_tasks and ShardStatus.is_xcom(value):
-            status = ShardStatus.from_xcom(value)
-            statuses[status.shard_id] = status
-    for value in (rollback_xcom or {}).values():
-        if ShardStatus.is_xcom(value):
-            rolled = ShardStatus.from_xcom(value)
-            statuses[rolled.shard_id] = merge_rollback(statuses.get(rolled.shard_id), rolled)
-    outcomes = {shard_id: status.outcome for shard_id, status in statuses.items()}
     running: list[str] = []
-    for task_id, map_index, state in task_rows:
+    for task_id, key, value in record.xcoms:
+        if task_id not in shard_tasks:
+            continue
+        if key == STATUS_XCOM_KEY or key.startswith(LANE_SHARD_KEY_PREFIX):
+            statuses.update((status.shard_id, status) for status in statuses_in([value]))
+        elif key == LANE_STATE_KEY and isinstance(value, dict) and value.get("current"):
+            running.append(str(value["current"]))
+    return statuses, running
+
+
+def shard_outcomes(layout: TaskLayout, record: RunRecord) -> tuple[dict[str, Outcome], list[str]]:
+    """(finished shard -> outcome, running shards) from what the run recorded so far."""
+    statuses, running = _reported(layout, record)
+    for rolled in statuses_in(record.rollbacks):
+        statuses[rolled.shard_id] = merge_rollback(statuses.get(rolled.shard_id), rolled)
+    outcomes = {shard_id: status.outcome for shard_id, status in statuses.items()}
+    running = [shard_id for shard_id in running if shard_id not in outcomes]
+    for task_id, map_index, state in record.tasks:
         shard_id = layout.locate(task_id, map_index)
         if shard_id is None or shard_id in outcomes:
             continue
@@ -63,29 +88,24 @@ def shard_outcomes(
     return outcomes, running
 
 
-def progress_from_rows(
+def progress_from_record(
     *,
     migration_id: str,
     run_id: str | None,
     plan: RolloutPlan | None,
+    map_chunk: int | None = None,
     rollback_dag: bool,
-    task_rows: Iterable[TaskRow],
-    xcoms: Iterable[tuple[str, Any]],
+    record: RunRecord,
     run_state: str | None,
-    rollback_xcom: Mapping[str, Any] | None = None,
 ) -> MigrationProgress:
-    """Progress from a run's recorded rows (``xcoms``: ``(task_id, return_value)``); ``plan`` None when the
-    run has not published it yet."""
-    rows = list(task_rows)
-    states = {(task_id, map_index): state for task_id, map_index, state in rows}
-    refused = states.get((PREFLIGHT_TASK_ID, -1)) == "failed"
-    rolling_back = states.get((AUTO_ROLLBACK_TASK_ID, -1)) == "running"
+    """Progress from a run's recorded rows; ``plan`` None when the run has not published it yet."""
+    refused = record.state(PREFLIGHT_TASK_ID) == "failed"
     if plan is None:
         return compute_progress(
             migration_id=migration_id, run_id=run_id, plan=None, outcomes={}, run_state=run_state, refused=refused
         )
-    layout = TaskLayout.of(plan, rollback=rollback_dag)
-    outcomes, running = shard_outcomes(layout, rows, xcoms, rollback_xcom)
+    layout = TaskLayout.of(plan, rollback=rollback_dag, map_chunk=map_chunk)
+    outcomes, running = shard_outcomes(layout, record)
     return compute_progress(
         migration_id=migration_id,
         run_id=run_id,
@@ -93,9 +113,20 @@ def progress_from_rows(
         outcomes=outcomes,
         running=running,
         run_state=run_state,
-        rolling_back=rolling_back,
+        rolling_back=record.any_running(AUTO_ROLLBACK_TASK_ID, ROLLBACK_SHARDS_TASK_ID),
         refused=refused,
     )
+
+
+def _published_plan(rows: Mapping[tuple[str, str], Any]) -> tuple[RolloutPlan | None, int | None]:
+    row = rows.get((PREFLIGHT_TASK_ID, PLAN_XCOM_KEY))
+    if row is None:
+        return None, None
+    from airflow.models.xcom import XComModel
+
+    data = XComModel.deserialize_value(row)
+    chunk = data.get("map_chunk")
+    return RolloutPlan.from_dict(data), int(chunk) if chunk else None
 
 
 def read_progress(
@@ -110,28 +141,26 @@ def read_progress(
     from airflow.models.xcom import XComModel
 
     run_state = session.query(DagRun.state).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).scalar()
-    rows = session.query(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).filter(
+    tasks = session.query(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).filter(
         TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
     )
-    xcoms = session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.run_id == run_id).all()
-    by_key = {(x.task_id, x.map_index, x.key): x for x in xcoms}
-    if plan is None and (published := by_key.get((PREFLIGHT_TASK_ID, -1, PLAN_XCOM_KEY))) is not None:
-        plan = RolloutPlan.from_dict(XComModel.deserialize_value(published))
+    rows = session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.run_id == run_id).all()
+    published, map_chunk = _published_plan({(x.task_id, x.key): x for x in rows if x.map_index == -1})
+    plan = plan or published
     rollback_dag = is_rollback_dag(dag_id)
-    shard_tasks = set(TaskLayout.of(plan, rollback=rollback_dag).shard_task_ids) if plan else set()
-    returned = [
-        (x.task_id, XComModel.deserialize_value(x))
-        for x in xcoms
-        if x.key == STATUS_XCOM_KEY and x.task_id in shard_tasks
-    ]
-    rollback = by_key.get((AUTO_ROLLBACK_TASK_ID, -1, STATUS_XCOM_KEY))
-    return progress_from_rows(
+    shard_tasks = set(TaskLayout.of(plan, rollback=rollback_dag, map_chunk=map_chunk).shard_task_ids) if plan else set()
+    record = RunRecord(tasks=[(t, m, str(s) if s else None) for t, m, s in tasks])
+    for x in rows:
+        if x.task_id in shard_tasks:
+            record.xcoms.append((x.task_id, x.key, XComModel.deserialize_value(x)))
+        elif x.task_id == ROLLBACK_SHARDS_TASK_ID and x.key == STATUS_XCOM_KEY:
+            record.rollbacks.append(XComModel.deserialize_value(x))
+    return progress_from_record(
         migration_id=migration_id,
         run_id=run_id,
         plan=plan,
+        map_chunk=map_chunk,
         rollback_dag=rollback_dag,
-        task_rows=[(t, m, str(s) if s else None) for t, m, s in rows],
-        xcoms=returned,
+        record=record,
         run_state=str(run_state) if run_state else None,
-        rollback_xcom=XComModel.deserialize_value(rollback) if rollback is not None else None,
     )

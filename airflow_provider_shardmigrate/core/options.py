@@ -1,4 +1,4 @@
-"""Per-migration options (``migration.yaml``, DESIGN 2.1) and their validation.
+"""Per-migration options (``migration.yaml``, docs/contracts.md) and their validation.
 
 Options are validated field by field and every problem is reported at once, naming the file and field,
 because a rollout across hundreds of shards must never start from a half-understood configuration.
@@ -22,9 +22,21 @@ class Strategy(StrEnum):
     CANARY_FIRST = "canary_first"
 
 
+class Execution(StrEnum):
+    """How shards become task instances: one per shard, or a few lanes that each work through many."""
+
+    PER_SHARD = "per_shard"
+    LANES = "lanes"
+    AUTO = "auto"  # per_shard up to AUTO_LANES_ABOVE targeted shards, lanes beyond
+
+
+#: ``execution: auto`` picks lanes when a rollout targets more shards than this.
+AUTO_LANES_ABOVE = 256
+
+
 @dataclass(frozen=True)
 class MigrationOptions:
-    """How one migration rolls out. Defaults follow the seed (DESIGN 2.1)."""
+    """How one migration rolls out (defaults: docs/contracts.md)."""
 
     strategy: Strategy = Strategy.SEQUENTIAL
     max_parallelism: int = 4
@@ -38,6 +50,9 @@ class MigrationOptions:
     canary_bake_time: float = 0.0  # seconds the canary gate waits before the rest of the fleet starts
     description: str = ""
     checksum: str | None = None  # when given, must equal the computed checksum
+    execution: Execution = Execution.AUTO
+    max_failed_shards: int | None = None  # halt once more shards than this failed (0 = stop on first failure)
+    max_failure_ratio: float | None = None  # halt once failed / targeted passes this (0 < r <= 1)
 
 
 _BOOL_FIELDS = ("stop_on_first_failure", "validate_before_apply", "transactional", "auto_rollback")
@@ -75,6 +90,28 @@ def _seconds(value: Any, *, positive: bool) -> float:
     return float(value)
 
 
+def _execution(value: Any) -> Execution:
+    try:
+        return Execution(str(value).strip())
+    except ValueError:
+        allowed = ", ".join(e.value for e in Execution)
+        raise _Bad(f"unknown execution {value!r}; use one of: {allowed}") from None
+
+
+def _max_failed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Bad(f"must be an integer >= 0 (0 stops at the first failure), got {value!r}")
+    return value
+
+
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Bad(f"must be a number with 0 < ratio <= 1, got {value!r}")
+    if not 0 < value <= 1:
+        raise _Bad(f"must be a ratio with 0 < ratio <= 1 (of the targeted shards), got {value}")
+    return float(value)
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _Bad(f"must be true or false, got {value!r}")
@@ -102,8 +139,11 @@ _CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
     *((key, _bool) for key in _BOOL_FIELDS),
     *((key, _text) for key in _OPTIONAL_TEXT_FIELDS),
     ("description", _description),
+    ("execution", _execution),
+    ("max_failed_shards", _max_failed),
+    ("max_failure_ratio", _ratio),
 )
-_NULL_MEANS_DEFAULT = frozenset((*_OPTIONAL_TEXT_FIELDS, "description"))
+_NULL_MEANS_DEFAULT = frozenset((*_OPTIONAL_TEXT_FIELDS, "description", "max_failed_shards", "max_failure_ratio"))
 
 
 def parse_options(raw: Mapping[str, Any] | None, source: str) -> tuple[MigrationOptions, list[Problem]]:

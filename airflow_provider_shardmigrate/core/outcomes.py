@@ -10,6 +10,7 @@ Pure: statuses in, decisions out; no Airflow, no database.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,9 +113,9 @@ def shards_to_roll_back(targets: Sequence[str], statuses: Iterable[ShardStatus])
 
 
 def stops_followers(status: ShardStatus) -> bool:
-    """Whether a shard's outcome stops the shards chained after it (sequential links, rolling batches)
-    when stop_on_first_failure is set: it failed, or it was itself stopped."""
-    return status.outcome in (Outcome.FAILED, Outcome.PENDING)
+    """Whether a shard's outcome stops the shards chained after it (sequential links, rolling batches):
+    it was itself stopped. (Failures count against the failure threshold instead: see :class:`HaltPolicy`.)"""
+    return status.outcome is Outcome.PENDING
 
 
 def canary_cleared(status: ShardStatus | None) -> bool:
@@ -132,13 +133,31 @@ class HaltPolicy:
     def from_options(cls, *, stop_on_first_failure: bool) -> HaltPolicy:
         return cls(0 if stop_on_first_failure else None)
 
+    @classmethod
+    def from_limits(
+        cls,
+        *,
+        stop_on_first_failure: bool,
+        max_failed_shards: int | None,
+        max_failure_ratio: float | None,
+        targets: int,
+    ) -> HaltPolicy:
+        """The tightest of the limits: stop_on_first_failure is ``max_failed_shards: 0``; a ratio r of
+        ``targets`` shards allows ``floor(r * targets)`` failures."""
+        limits = [0] if stop_on_first_failure else []
+        if max_failed_shards is not None:
+            limits.append(int(max_failed_shards))
+        if max_failure_ratio is not None:
+            limits.append(math.floor(float(max_failure_ratio) * targets + 1e-9))
+        return cls(min(limits) if limits else None)
+
     def exceeded(self, failed: int) -> bool:
         return self.max_failed is not None and failed > self.max_failed
 
     def describe(self) -> str:
         if self.max_failed == 0:
-            return "stop_on_first_failure"
-        return f"max_failed_shards {self.max_failed}"
+            return "stop_on_first_failure (max_failed_shards 0)"
+        return f"failure threshold of {self.max_failed} failed shard(s) exceeded"
 
 
 def halted_reason(

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from airflow_provider_shardmigrate.core.errors import InvalidScriptError, InvalidTopologyError
-from airflow_provider_shardmigrate.core.options import MigrationOptions, Strategy
+from airflow_provider_shardmigrate.core.options import AUTO_LANES_ABOVE, Execution, MigrationOptions, Strategy
 from airflow_provider_shardmigrate.core.topology import Shard
 
 
@@ -47,6 +47,8 @@ class RolloutPlan:
     strategy: Strategy
     waves: tuple[Wave, ...]
     max_parallelism: int
+    #: ``per_shard`` (a task instance per shard) or ``lanes``; never ``auto`` once planned.
+    execution: Execution = Execution.PER_SHARD
 
     @property
     def targets(self) -> tuple[Shard, ...]:
@@ -61,6 +63,7 @@ class RolloutPlan:
         return {
             "strategy": self.strategy.value,
             "max_parallelism": self.max_parallelism,
+            "execution": self.execution.value,
             "waves": [
                 {
                     "index": wave.index,
@@ -83,7 +86,12 @@ class RolloutPlan:
             )
             for wave in data["waves"]
         )
-        return cls(strategy=Strategy(data["strategy"]), waves=waves, max_parallelism=int(data["max_parallelism"]))
+        return cls(
+            strategy=Strategy(data["strategy"]),
+            waves=waves,
+            max_parallelism=int(data["max_parallelism"]),
+            execution=Execution(data.get("execution", Execution.PER_SHARD.value)),
+        )
 
 
 def choose_canary(active: Sequence[Shard], requested: str | None) -> Shard:
@@ -96,6 +104,23 @@ def choose_canary(active: Sequence[Shard], requested: str | None) -> Shard:
         f"canary '{requested}' is not an active shard of the topology (active: "
         f"{', '.join(s.id for s in active[:10])}{', ...' if len(active) > 10 else ''})"
     )
+
+
+def resolve_execution(requested: Execution, targets: int) -> Execution:
+    """``auto`` -> per-shard tasks up to ``AUTO_LANES_ABOVE`` targeted shards, lanes beyond."""
+    if requested is not Execution.AUTO:
+        return requested
+    return Execution.LANES if targets > AUTO_LANES_ABOVE else Execution.PER_SHARD
+
+
+def deal(shards: Sequence[Shard], lanes: int) -> list[tuple[Shard, ...]]:
+    """Shards dealt round-robin to ``lanes`` lanes in topology order: lane i gets shards i, i+lanes, ...
+
+    With shards of similar duration every lane finishes together (the wave takes ceil(n / lanes) shard
+    times), and the assignment is a pure function of the plan: a cleared lane re-runs exactly its shards.
+    """
+    count = max(1, min(lanes, len(shards)))
+    return [tuple(shards[i::count]) for i in range(count)]
 
 
 def plan_rollout(shards: Sequence[Shard], options: MigrationOptions) -> RolloutPlan:
@@ -120,4 +145,5 @@ def plan_rollout(shards: Sequence[Shard], options: MigrationOptions) -> RolloutP
             waves.append(Wave(1, WaveKind.REST, rest, min(width, len(rest))))
     else:  # pragma: no cover - Strategy is a closed enum
         raise InvalidScriptError(f"unknown strategy {options.strategy!r}")
-    return RolloutPlan(strategy=options.strategy, waves=tuple(waves), max_parallelism=width)
+    execution = resolve_execution(options.execution, len(active))
+    return RolloutPlan(strategy=options.strategy, waves=tuple(waves), max_parallelism=width, execution=execution)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
 from airflow_provider_shardmigrate.dags.layout import DAG_PREFIX, ROLLBACK_SUFFIX, migration_dag_id, rollback_dag_id
 
 __all__ = [
     "DAG_PREFIX",
     "ROLLBACK_SUFFIX",
     "attach_params",
-    "check_mappable",
     "dag_defaults",
     "migration_dag_id",
     "rollback_dag_id",
@@ -25,16 +23,6 @@ def max_map_length() -> int:
     from airflow.sdk import conf
 
     return conf.getint("core", "max_map_length", fallback=1024)
-
-
-def check_mappable(count: int, what: str) -> None:
-    """Refuse at build time what Airflow would fail at run time (``[core] max_map_length``)."""
-    limit = max_map_length()
-    if count > limit:
-        raise InvalidTopologyError(
-            f"{what} maps {count} shards into one task, above Airflow's [core] max_map_length of {limit}; "
-            "use the rolling strategy (batches of max_parallelism), or raise max_map_length knowingly"
-        )
 
 
 def dag_defaults(**overrides: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, plan_rollout
 from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
 from airflow_provider_shardmigrate.core.topology import Shard, Topology, load_topology
-from airflow_provider_shardmigrate.dags.common import attach_params, check_mappable, dag_defaults, migration_dag_id
+from airflow_provider_shardmigrate.dags.common import attach_params, dag_defaults, max_map_length, migration_dag_id
 from airflow_provider_shardmigrate.dags.layout import (
     AUTO_ROLLBACK_TASK_ID,
     CANARY_GATE_TASK_ID,
@@ -27,6 +27,8 @@ from airflow_provider_shardmigrate.dags.layout import (
     PLAN_XCOM_KEY,
     PREFLIGHT_TASK_ID,
     REPORT_TASK_ID,
+    ROLLBACK_SHARDS_TASK_ID,
+    ROLLBACKS_GROUP,
     SHARDS_GROUP,
     TaskLayout,
     WaveTask,
@@ -50,34 +52,58 @@ def shard_kwargs(shards: tuple[Shard, ...]) -> list[dict[str, str]]:
 
 
 class _ShardTasks:
-    """Creates the per-shard task of each wave of a layout, with the arguments they all share."""
+    """Creates the shard tasks of a layout, with the arguments they all share."""
 
-    def __init__(self, migration: Migration, strategy: str) -> None:
+    def __init__(self, dag_id: str, migration: Migration, plan: RolloutPlan) -> None:
+        self.dag_id = dag_id
         self.common: dict[str, Any] = {
             "migration_path": str(migration.path),
             "migration_checksum": migration.checksum,
-            "strategy": strategy,
+            "strategy": plan.strategy.value,
             "retries": 0,
             "requires": [PREFLIGHT_TASK_ID],
+            "target_count": len(plan.targets),
         }
 
     def create(self, wave_task: WaveTask, **kwargs: Any) -> Any:
         from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
 
-        wave = wave_task.wave
+        if wave_task.is_lanes:
+            return self._lanes(wave_task, **kwargs)
         if not wave_task.mapped:
-            shard = wave.shards[0]
+            shard = wave_task.shards[0]
             return ShardMigrationOperator(
                 task_id=wave_task.name, shard_id=shard.id, conn_id=shard.conn_id, **self.common, **kwargs
             )
-        check_mappable(len(wave.shards), f"wave '{wave.label}'")
         return ShardMigrationOperator.partial(
             task_id=wave_task.name,
-            max_active_tis_per_dagrun=wave.concurrency,
+            max_active_tis_per_dagrun=wave_task.wave.concurrency,
             map_index_template="{{ task.shard_id }}",
             **self.common,
             **kwargs,
-        ).expand_kwargs(shard_kwargs(wave.shards))
+        ).expand_kwargs(shard_kwargs(wave_task.shards))
+
+    def _lanes(self, wave_task: WaveTask, **kwargs: Any) -> Any:
+        from airflow_provider_shardmigrate.operators.lanes import ShardLaneOperator, register_lane_work
+
+        kwargs.pop("stop_watch", None)  # lanes count failures among themselves (operators/lanes.py)
+        kwargs.pop("stop_after", None)
+        # Rolling batches run in one lane instance, ``max_parallelism`` shards at once, batch after batch;
+        # otherwise each lane works through the shards dealt to it, one at a time.
+        rolling = wave_task.wave.kind is WaveKind.BATCH
+        lanes = 1 if rolling else wave_task.lanes
+        batches = [[wave.shards] for wave in wave_task.waves] if rolling else wave_task.lane_batches
+        work = register_lane_work(self.dag_id, wave_task.task_id, batches)
+        return ShardLaneOperator.partial(
+            task_id=wave_task.name,
+            lanes=lanes,
+            workers=wave_task.lanes if rolling else 1,
+            plan_fingerprint=work,
+            max_active_tis_per_dagrun=lanes,
+            map_index_template="{{ lane_label if lane_label is defined else 'lane ' ~ (ti.map_index + 1) }}",
+            **self.common,
+            **kwargs,
+        ).expand(lane=list(range(lanes)))
 
 
 def _canary_gate(migration: Migration, plan: RolloutPlan, canary_task_id: str) -> Any:
@@ -96,32 +122,41 @@ def _canary_gate(migration: Migration, plan: RolloutPlan, canary_task_id: str) -
 
 
 def _wire_shards(layout: TaskLayout, tasks: _ShardTasks, migration: Migration) -> Any:
-    """Create the per-shard tasks of ``layout`` in wave order; return the last one, which finishes last:
-    every link of a chain waits for the previous one (``all_done``), and a failed canary fails its gate
-    and the rest (``upstream_failed`` counts as done)."""
+    """Create the shard tasks of ``layout`` in order; return the last one, which finishes last.
+
+    Every link of a chain -- sequential shards, rolling batches, chunks of a wide wave -- waits for the
+    previous one (``all_done``) and counts the failures of every shard task before it against the failure
+    threshold; a parallel wave counts its own. A failed canary fails its gate and the rest
+    (``upstream_failed`` counts as done).
+    """
     from airflow.sdk import TaskGroup, TriggerRule
 
     previous: Any = None
+    before: list[str] = []  # every shard task id created so far
     for wave_task in layout:
-        after = [previous.task_id] if previous is not None else []
         kind = wave_task.wave.kind
-        if kind is WaveKind.SHARD:
-            task = tasks.create(wave_task, trigger_rule=TriggerRule.ALL_DONE, stop_after=after)
-        elif kind is WaveKind.BATCH:
-            shown = ", ".join(s.id for s in wave_task.wave.shards[:20])
-            with TaskGroup(str(wave_task.group), tooltip=shown):
-                task = tasks.create(wave_task, trigger_rule=TriggerRule.ALL_DONE, stop_after=after)
-        elif kind is WaveKind.CANARY:
-            task = tasks.create(wave_task, task_display_name=f"canary {wave_task.wave.shards[0].id}")
-        else:  # ALL, or REST after the canary: only when the canary gate passed
-            if kind is WaveKind.REST:
-                gate = _canary_gate(migration, layout.plan, previous.task_id)
-                previous >> gate
-                previous = gate
+        after = [previous.task_id] if previous is not None else []
+        chained = {"trigger_rule": TriggerRule.ALL_DONE, "stop_after": after, "stop_watch": list(before)}
+        if kind is WaveKind.CANARY:
+            task = tasks.create(wave_task, task_display_name=f"canary {wave_task.shards[0].id}")
+        elif kind is WaveKind.REST and previous is not None and previous.task_id.endswith(".canary"):
+            gate = _canary_gate(migration, layout.plan, previous.task_id)
+            previous >> gate
+            previous = gate
             task = tasks.create(wave_task, stop_watch=[wave_task.task_id])
+        elif wave_task.is_lanes:
+            task = tasks.create(wave_task)
+        elif kind is WaveKind.BATCH:  # a batch that started completes: it watches the batches before it only
+            with TaskGroup(str(wave_task.group), tooltip=", ".join(s.id for s in wave_task.shards[:20])):
+                task = tasks.create(wave_task, **chained)
+        elif previous is None:  # a parallel wave (or its first chunk) counts its own failures
+            task = tasks.create(wave_task, stop_watch=[wave_task.task_id])
+        else:  # a sequential link, or the next chunk of a wide wave
+            task = tasks.create(wave_task, **chained)
         if previous is not None:
             previous >> task
         previous = task
+        before.append(wave_task.task_id)
     return previous
 
 
@@ -147,30 +182,35 @@ def build_migration_dag(
         MigrationGateOperator,
         MigrationReportOperator,
     )
+    from airflow_provider_shardmigrate.operators.rollback import ShardRollbackOperator
 
     migration = _as_migration(migration)
     topology = _as_topology(topology)
     options = migration.options
     plan = plan_rollout(topology.shards, options)
-    layout = TaskLayout.of(plan)
+    chunk = max_map_length()
+    layout = TaskLayout.of(plan, map_chunk=chunk)
+    lanes_task = layout.lanes_task
     targets = plan.targets
     conn_ids = {shard.id: shard.conn_id for shard in targets}
     strategy = options.strategy.value
     params = migration_params(options)
+    dag_id = dag_id or migration_dag_id(migration.id)
     kwargs = dag_defaults(
         description=(migration.description or f"Roll out {migration.id}")[:500],
         doc_md=_doc(migration, plan),
-        tags=["shardmigrate", f"strategy:{strategy}"],
+        tags=["shardmigrate", f"strategy:{strategy}", f"execution:{plan.execution.value}"],
         max_active_tasks=max(16, plan.max_parallelism + 2),
     )
     kwargs.update(dag_kwargs)
-    with DAG(dag_id or migration_dag_id(migration.id), **kwargs) as dag:
+    with DAG(dag_id, **kwargs) as dag:
         preflight = MigrationPreflightOperator(
             task_id=PREFLIGHT_TASK_ID,
             migration_path=str(migration.path),
             migration_checksum=migration.checksum,
             shard_conn_ids=conn_ids,
             plan=plan,
+            plan_extra={"map_chunk": chunk},
             plan_xcom_key=PLAN_XCOM_KEY,
             accepted_params=list(params),
             check_drift=options.validate_before_apply,
@@ -178,24 +218,34 @@ def build_migration_dag(
             max_workers=max(8, plan.max_parallelism),
         )
         with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}") as shards_group:
-            last = _wire_shards(layout, _ShardTasks(migration, strategy), migration)
-        rollback = AutoRollbackOperator(
+            last = _wire_shards(layout, _ShardTasks(dag_id, migration, plan), migration)
+        decide = AutoRollbackOperator(
             task_id=AUTO_ROLLBACK_TASK_ID,
-            migration_path=str(migration.path),
-            migration_checksum=migration.checksum,
             shard_task_ids=layout.shard_task_ids,
             shard_conn_ids=conn_ids,
-            max_parallelism=plan.max_parallelism,
+            lanes=lanes_task.lanes if lanes_task else 0,
+            max_items=chunk,
             trigger_rule=TriggerRule.ALL_DONE,
         )
+        with TaskGroup(ROLLBACKS_GROUP, tooltip="auto-rollback: one task instance per shard reverted"):
+            undo = ShardRollbackOperator.partial(
+                task_id=ROLLBACK_SHARDS_TASK_ID.removeprefix(f"{ROLLBACKS_GROUP}."),
+                migration_path=str(migration.path),
+                migration_checksum=migration.checksum,
+                max_active_tis_per_dagrun=plan.max_parallelism,
+                map_index_template="{{ task.work_label }}",
+                retries=0,
+            ).expand(work=decide.output)
         report = MigrationReportOperator(
             task_id=REPORT_TASK_ID,
             migration_id=migration.id,
             strategy=strategy,
             target_shard_ids=[shard.id for shard in targets],
             shards_of_task=layout.shards_of(),
-            mapped_task_ids=[wave.task_id for wave in layout if wave.mapped],
-            rollback_task_id=AUTO_ROLLBACK_TASK_ID,
+            mapped_task_ids=[wave.task_id for wave in layout if wave.mapped and not wave.is_lanes],
+            lanes_task_id=lanes_task.task_id if lanes_task else None,
+            rollback_task_id=ROLLBACK_SHARDS_TASK_ID,
+            rollback_decider_id=AUTO_ROLLBACK_TASK_ID,
             preflight_task_id=PREFLIGHT_TASK_ID,
             canary_shard_id=plan.canary.id if plan.canary else None,
             canary_gate_task_id=CANARY_GATE_TASK_ID if plan.canary else None,
@@ -205,7 +255,8 @@ def build_migration_dag(
             task_id=GATE_TASK_ID, report_task_id=REPORT_TASK_ID, trigger_rule=TriggerRule.ALL_DONE
         )
         preflight >> shards_group
-        last >> rollback >> report >> gate
+        last >> decide
+        [decide, undo] >> report >> gate
     attach_params(dag, params)
     return dag
 

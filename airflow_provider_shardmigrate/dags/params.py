@@ -29,6 +29,23 @@ def migration_params(options: MigrationOptions) -> dict[str, Any]:
             title="Dry run",
             description="Every shard reports what it would do (would_apply / already_applied / failed); no DDL runs.",
         ),
+        "max_failed_shards": Param(
+            options.max_failed_shards,
+            type=["null", "integer"],
+            minimum=0,
+            title="Max failed shards",
+            description="Once more shards than this have failed, no further shard starts (empty: no limit; "
+            "stop_on_first_failure is the same as 0).",
+        ),
+        "max_failure_ratio": Param(
+            options.max_failure_ratio,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=1,
+            title="Max failure ratio",
+            description="Once failed shards pass this share of the targeted shards (0 < r <= 1), no further "
+            "shard starts (empty: no limit).",
+        ),
     }
 
 

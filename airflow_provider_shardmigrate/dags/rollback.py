@@ -15,7 +15,7 @@ from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind
 from airflow_provider_shardmigrate.core.scripts import Migration
 from airflow_provider_shardmigrate.core.topology import Topology
-from airflow_provider_shardmigrate.dags.common import attach_params, check_mappable, dag_defaults, rollback_dag_id
+from airflow_provider_shardmigrate.dags.common import attach_params, dag_defaults, max_map_length, rollback_dag_id
 from airflow_provider_shardmigrate.dags.layout import (
     GATE_TASK_ID,
     PLAN_XCOM_KEY,
@@ -54,7 +54,7 @@ def build_rollback_dag(
     :param dag_id: Override the DAG id.
     :param dag_kwargs: Extra ``DAG`` arguments.
     """
-    from airflow.sdk import DAG, TaskGroup, TriggerRule
+    from airflow.sdk import DAG, TaskGroup, TriggerRule, chain
 
     from airflow_provider_shardmigrate.operators.preflight import MigrationPreflightOperator
     from airflow_provider_shardmigrate.operators.report import MigrationGateOperator, MigrationReportOperator
@@ -63,9 +63,8 @@ def build_rollback_dag(
     migration = _as_migration(migration)
     topology = _as_topology(topology)
     plan = rollback_plan(migration, topology)
-    (wave_task,) = TaskLayout.of(plan, rollback=True).waves
-    shards = wave_task.wave.shards
-    check_mappable(len(shards), "the rollback DAG")
+    layout = TaskLayout.of(plan, rollback=True, map_chunk=max_map_length())
+    shards = plan.targets
     params = rollback_params([shard.id for shard in shards])
     kwargs = dag_defaults(
         description=f"Roll back {migration.id} on the shards whose history says it is applied"[:500],
@@ -84,37 +83,42 @@ def build_rollback_dag(
             migration_path=str(migration.path),
             migration_checksum=migration.checksum,
             shard_conn_ids={shard.id: shard.conn_id for shard in shards},
+            plan_extra={"map_chunk": max_map_length()},
             plan=plan,
             plan_xcom_key=PLAN_XCOM_KEY,
             accepted_params=list(params),
             check_drift=False,
         )
         with TaskGroup(SHARDS_GROUP):
-            undo = ShardMigrationOperator.partial(
-                task_id=wave_task.name,
-                migration_path=str(migration.path),
-                migration_checksum=migration.checksum,
-                action=ShardAction.ROLLBACK,
-                strategy="rollback",
-                requires=[PREFLIGHT_TASK_ID],
-                retries=0,
-                max_active_tis_per_dagrun=plan.max_parallelism,
-                map_index_template="{{ task.shard_id }}",
-            ).expand_kwargs(shard_kwargs(shards))
+            chunks = [
+                ShardMigrationOperator.partial(
+                    task_id=wave_task.name,
+                    migration_path=str(migration.path),
+                    migration_checksum=migration.checksum,
+                    action=ShardAction.ROLLBACK,
+                    strategy="rollback",
+                    requires=[PREFLIGHT_TASK_ID],
+                    retries=0,
+                    max_active_tis_per_dagrun=plan.max_parallelism,
+                    map_index_template="{{ task.shard_id }}",
+                    trigger_rule=TriggerRule.ALL_SUCCESS if index == 0 else TriggerRule.ALL_DONE,
+                ).expand_kwargs(shard_kwargs(wave_task.shards))
+                for index, wave_task in enumerate(layout)
+            ]
         report = MigrationReportOperator(
             task_id=REPORT_TASK_ID,
             migration_id=migration.id,
             strategy="rollback",
             kind="rollback",
             target_shard_ids=[shard.id for shard in shards],
-            shards_of_task={wave_task.task_id: wave_task.shard_ids},
-            mapped_task_ids=[wave_task.task_id],
+            shards_of_task=layout.shards_of(),
+            mapped_task_ids=layout.shard_task_ids,
             preflight_task_id=PREFLIGHT_TASK_ID,
             trigger_rule=TriggerRule.ALL_DONE,
         )
         gate = MigrationGateOperator(
             task_id=GATE_TASK_ID, report_task_id=REPORT_TASK_ID, trigger_rule=TriggerRule.ALL_DONE
         )
-        preflight >> undo >> report >> gate
+        chain(preflight, *chunks, report, gate)  # chunks of a fleet wider than max_map_length: one after another
     attach_params(dag, params)
     return dag

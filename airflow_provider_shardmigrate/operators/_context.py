@@ -12,14 +12,55 @@ from typing import Any
 
 from airflow_provider_shardmigrate.core.status import ShardStatus
 
+#: A lane pushes each shard's status the moment it ends under ``shard:<shard_id>``.
+LANE_SHARD_KEY_PREFIX = "shard:"
+#: A lane's coordination record (lane, failures, current shard, done), read by the other lanes and progress.
+LANE_STATE_KEY = "lane_state"
+
+
+def lane_shard_key(shard_id: str) -> str:
+    return f"{LANE_SHARD_KEY_PREFIX}{shard_id}"
+
+
+def statuses_in(values: Iterable[Any]) -> list[ShardStatus]:
+    """The per-shard statuses in XCom values: a per-shard task returns one, a lane or a rollback a list."""
+    found: list[ShardStatus] = []
+    for value in values:
+        items = value if isinstance(value, list) else [value]
+        found.extend(ShardStatus.from_xcom(item) for item in items if ShardStatus.is_xcom(item))
+    return found
+
 
 def pull_statuses(context: Any, task_ids: Sequence[str]) -> list[ShardStatus]:
-    """Every per-shard status pushed by ``task_ids`` in this run (all map indexes); absent ones are skipped."""
+    """Every per-shard status returned by ``task_ids`` in this run (all map indexes); absent ones are skipped."""
     if not task_ids:
         return []
     ti = context["ti"]
     values: Iterable[Any] = ti.xcom_pull(task_ids=list(task_ids), key="return_value") or []
-    return [ShardStatus.from_xcom(value) for value in values if ShardStatus.is_xcom(value)]
+    return statuses_in(values)
+
+
+def gate_refused(context: Any, requires: Sequence[str]) -> bool:
+    """Whether a gate task this one depends on (the preflight) failed -- whatever the trigger rule."""
+    if not requires:
+        return False
+    ti = context["ti"]
+    refused = ti.get_ti_count(
+        dag_id=ti.dag_id, task_ids=list(requires), run_ids=[ti.run_id], states=["failed", "upstream_failed"]
+    )
+    return bool(refused)
+
+
+def failed_count(context: Any, task_ids: Sequence[str]) -> int:
+    """Task instances of ``task_ids`` in this run that failed (or are failing into a retry)."""
+    if not task_ids:
+        return 0
+    ti = context["ti"]
+    return int(
+        ti.get_ti_count(
+            dag_id=ti.dag_id, task_ids=list(task_ids), run_ids=[ti.run_id], states=["failed", "up_for_retry"]
+        )
+    )
 
 
 def parse_task_state_keys(states: Mapping[str, Any], mapped: Mapping[str, bool]) -> dict[tuple[str, int], str]:

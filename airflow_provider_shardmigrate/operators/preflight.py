@@ -32,6 +32,7 @@ class MigrationPreflightOperator(BaseOperator):
     :param migration_checksum: Checksum of the migration when the DAG was built.
     :param shard_conn_ids: Shard id -> Airflow connection id, in topology order.
     :param plan: The plan the DAG was built from (published for progress), or None.
+    :param plan_extra: Published with the plan (how the DAG laid it out, e.g. ``map_chunk``).
     :param plan_xcom_key: XCom key to publish the plan under.
     :param accepted_params: The DAG's Param names; any other ``conf`` key refuses the run.
     :param check_drift: Compare the touched tables (``validate_before_apply``).
@@ -49,6 +50,7 @@ class MigrationPreflightOperator(BaseOperator):
         migration_checksum: str,
         shard_conn_ids: dict[str, str],
         plan: RolloutPlan | None = None,
+        plan_extra: Mapping[str, Any] | None = None,
         plan_xcom_key: str = "plan",
         accepted_params: Sequence[str] = (),
         check_drift: bool = True,
@@ -61,6 +63,7 @@ class MigrationPreflightOperator(BaseOperator):
         self.migration_checksum = migration_checksum
         self.shard_conn_ids = shard_conn_ids
         self.plan = plan
+        self.plan_extra = dict(plan_extra or {})
         self.plan_xcom_key = plan_xcom_key
         self.accepted_params = list(accepted_params)
         self.check_drift = check_drift
@@ -94,7 +97,7 @@ class MigrationPreflightOperator(BaseOperator):
         from airflow_provider_shardmigrate.operators.shard import load_checked_migration
 
         if self.plan is not None:
-            context["ti"].xcom_push(key=self.plan_xcom_key, value=self.plan.to_dict())
+            context["ti"].xcom_push(key=self.plan_xcom_key, value={**self.plan.to_dict(), **self.plan_extra})
         self._check_conf(context)
         try:
             migration = load_checked_migration(self.migration_path, self.migration_checksum)

@@ -7,7 +7,6 @@ core/outcomes.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,14 +23,17 @@ LOGGED_SHARDS = 1000
 
 
 class AutoRollbackOperator(BaseOperator):
-    """Roll back the shards *this run* applied, when the run did not fully succeed and the
-    ``auto_rollback`` param is on. Shards applied by earlier runs are left alone.
+    """Decide which shards auto-rollback undoes -- the shards *this run* applied, when the run did not fully
+    succeed and the ``auto_rollback`` param is on -- and hand them to the mapped rollback task, so each
+    shard's rollback shows as its own task instance labelled with the shard (or, in lanes mode, with the
+    shards of its lane). Shards applied by earlier runs are left alone.
 
-    :param migration_path: Folder of the migration.
-    :param migration_checksum: Checksum of the migration when the DAG was built.
-    :param shard_task_ids: Per-shard task ids whose results decide the rollback.
-    :param shard_conn_ids: Shard id -> Airflow connection id, for every targeted shard.
-    :param max_parallelism: Shards rolled back at once.
+    Returns the work items of the mapped rollback task: ``[{"label": ..., "shards": [[id, conn_id], ...]}]``.
+
+    :param shard_task_ids: Task ids whose per-shard results decide the rollback.
+    :param shard_conn_ids: Shard id -> Airflow connection id, for every targeted shard, in rollout order.
+    :param lanes: 0 for one rollback task instance per shard; else the number of rollback lanes.
+    :param max_items: At most this many task instances (``[core] max_map_length``): shards are grouped beyond.
     """
 
     template_fields: Sequence[str] = ()
@@ -40,24 +42,22 @@ class AutoRollbackOperator(BaseOperator):
     def __init__(
         self,
         *,
-        migration_path: str,
-        migration_checksum: str,
         shard_task_ids: Sequence[str],
         shard_conn_ids: dict[str, str],
-        max_parallelism: int = 4,
+        lanes: int = 0,
+        max_items: int = 1024,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.migration_path = migration_path
-        self.migration_checksum = migration_checksum
         self.shard_task_ids = list(shard_task_ids)
         self.shard_conn_ids = shard_conn_ids
-        self.max_parallelism = max_parallelism
+        self.lanes = lanes
+        self.max_items = max(1, max_items)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        from airflow_provider_shardmigrate.core.outcomes import first_line, shards_to_roll_back
+        from airflow_provider_shardmigrate.core.outcomes import shards_to_roll_back
 
         params = context["params"]
         if not params.get("auto_rollback") or params.get("dry_run"):
@@ -66,34 +66,26 @@ class AutoRollbackOperator(BaseOperator):
         to_undo = shards_to_roll_back(list(self.shard_conn_ids), statuses)
         if not to_undo:
             raise AirflowSkipException("nothing to roll back: every shard reached the migration, or none was applied")
-        self.log.info("rolling back %d shard(s) this run applied: %s", len(to_undo), ", ".join(to_undo))
-        results = self._undo(context, to_undo)
-        outcome = {status.shard_id: status.to_xcom() for status in results}
-        failed = [s for s in results if s.outcome is Outcome.FAILED]
-        if failed:
-            context["ti"].xcom_push(key="return_value", value=outcome)
-            details = "; ".join(f"{s.shard_id}: [{s.error_code}] {first_line(s.error_message)}" for s in failed[:20])
-            raise AirflowFailException(f"auto-rollback failed on {len(failed)} shard(s): {details}")
-        return outcome
+        self.log.info("rolling back %d shard(s) this run applied: %s", len(to_undo), ", ".join(to_undo[:100]))
+        return rollback_items(to_undo, self.shard_conn_ids, lanes=self.lanes, max_items=self.max_items)
 
-    def _undo(self, context: Context, shard_ids: list[str]) -> list[ShardStatus]:
-        from airflow_provider_shardmigrate.core.topology import Shard
-        from airflow_provider_shardmigrate.engines.runner import RunInfo, rollback_shard
-        from airflow_provider_shardmigrate.observability import record_shard
-        from airflow_provider_shardmigrate.operators.shard import load_checked_migration
 
-        migration = load_checked_migration(self.migration_path, self.migration_checksum)
-        ti = context["ti"]
-        run = RunInfo(dag_id=ti.dag_id, run_id=ti.run_id)
+def rollback_items(
+    shard_ids: Sequence[str], conn_ids: dict[str, str], *, lanes: int, max_items: int
+) -> list[dict[str, Any]]:
+    """The mapped rollback task's inputs: one shard each, unless lanes (or more shards than ``max_items``)."""
+    from airflow_provider_shardmigrate.core.plans import deal
+    from airflow_provider_shardmigrate.core.topology import Shard
 
-        def undo(shard_id: str) -> ShardStatus:
-            return rollback_shard(Shard(shard_id, self.shard_conn_ids[shard_id]), migration, run=run)
-
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_parallelism, len(shard_ids)))) as pool:
-            results = list(pool.map(undo, shard_ids))
-        for status in results:
-            record_shard(status, migration_id=migration.id, strategy="auto_rollback")
-        return results
+    shards = [Shard(shard_id, conn_ids[shard_id]) for shard_id in shard_ids]
+    groups = deal(shards, lanes) if lanes else [(shard,) for shard in shards]
+    if len(groups) > max_items:
+        groups = deal(shards, max_items)
+    items = []
+    for group in groups:
+        label = group[0].id if len(group) == 1 else f"{group[0].id} ... {group[-1].id} ({len(group)} shards)"
+        items.append({"label": label, "shards": [[shard.id, shard.conn_id] for shard in group]})
+    return items
 
 
 class MigrationReportOperator(BaseOperator):
@@ -105,7 +97,9 @@ class MigrationReportOperator(BaseOperator):
     :param target_shard_ids: Every targeted shard, in plan order.
     :param shards_of_task: Per-shard task id -> its shards in map-index order.
     :param mapped_task_ids: Which of those tasks are mapped.
-    :param rollback_task_id: Task id of the auto-rollback task, if the DAG has one.
+    :param lanes_task_id: Task id of the lanes task (lanes execution), whose lanes return lists of statuses.
+    :param rollback_task_id: Task id of the mapped rollback task of auto-rollback, if the DAG has one.
+    :param rollback_decider_id: Task id of auto-rollback's decision (the shards handed to the rollback task).
     :param preflight_task_id: Task id of the preflight, whose failure means the run was refused.
     :param canary_shard_id: The canary of a canary_first rollout (to say why the others did not start).
     :param canary_gate_task_id: Task id of the canary gate, whose failure says why the rest did not start.
@@ -123,7 +117,9 @@ class MigrationReportOperator(BaseOperator):
         target_shard_ids: Sequence[str],
         shards_of_task: dict[str, list[str]],
         mapped_task_ids: Sequence[str] = (),
+        lanes_task_id: str | None = None,
         rollback_task_id: str | None = None,
+        rollback_decider_id: str | None = None,
         preflight_task_id: str | None = None,
         canary_shard_id: str | None = None,
         canary_gate_task_id: str | None = None,
@@ -138,10 +134,39 @@ class MigrationReportOperator(BaseOperator):
         self.target_shard_ids = list(target_shard_ids)
         self.shards_of_task = shards_of_task
         self.mapped_task_ids = list(mapped_task_ids)
+        self.lanes_task_id = lanes_task_id
         self.rollback_task_id = rollback_task_id
+        self.rollback_decider_id = rollback_decider_id
         self.preflight_task_id = preflight_task_id
         self.canary_shard_id = canary_shard_id
         self.canary_gate_task_id = canary_gate_task_id
+
+    def _result_tasks(self) -> list[str]:
+        return [*self.shards_of_task, *([self.lanes_task_id] if self.lanes_task_id else [])]
+
+    def _recover_lanes(self, context: Context, reported: Sequence[ShardStatus]) -> tuple[list[ShardStatus], list[str]]:
+        """For a lane that ended without its result (killed): the shard statuses it pushed one by one, and the
+        shard it was on when it died (lost: it may be half-way); its other shards stay unreported (pending)."""
+        from airflow_provider_shardmigrate.operators._context import lane_shard_key
+        from airflow_provider_shardmigrate.operators.lanes import lane_assignments
+
+        if not self.lanes_task_id:
+            return [], []
+        ti = context["ti"]
+        seen = {status.shard_id.casefold() for status in reported}
+        recovered: list[ShardStatus] = []
+        lost: list[str] = []
+        for lane, shards in enumerate(lane_assignments(ti.dag_id, self.lanes_task_id)):
+            if not shards or any(shard.id.casefold() in seen for shard in shards):
+                continue  # the lane reported (or had nothing to do)
+            for shard in shards:
+                value = ti.xcom_pull(task_ids=self.lanes_task_id, map_indexes=lane, key=lane_shard_key(shard.id))
+                if not ShardStatus.is_xcom(value):
+                    if task_states(context, {self.lanes_task_id: True}).get((self.lanes_task_id, lane)) == "failed":
+                        lost.append(shard.id)
+                    break
+                recovered.append(ShardStatus.from_xcom(value))
+        return recovered, lost
 
     def _lost(self, context: Context, reported: Sequence[ShardStatus]) -> list[str]:
         """Shards whose task ended ``failed`` without pushing a status (worker lost, task killed)."""
@@ -186,17 +211,44 @@ class MigrationReportOperator(BaseOperator):
         return None
 
     def _rollbacks(self, context: Context) -> list[ShardStatus]:
+        """What auto-rollback did: the rollback task instances' statuses, and a failure for every shard handed
+        to a rollback task that ended without saying (its shard may be half rolled back)."""
+        from airflow_provider_shardmigrate.core.errors import ErrorCode
+
         if not self.rollback_task_id:
             return []
-        undone = context["ti"].xcom_pull(task_ids=self.rollback_task_id, key="return_value") or {}
-        return [ShardStatus.from_xcom(data) for data in undone.values() if ShardStatus.is_xcom(data)]
+        ti = context["ti"]
+        done = pull_statuses(context, [self.rollback_task_id])
+        handed = ti.xcom_pull(task_ids=self.rollback_decider_id, key="return_value") if self.rollback_decider_id else []
+        answered = {status.shard_id.casefold() for status in done}
+        missing = [
+            ShardStatus(
+                str(shard_id),
+                Outcome.FAILED,
+                0,
+                ErrorCode.ROLLBACK_FAILED.value,
+                "its rollback task ended without a result (worker lost or task killed); check the shard's history",
+            )
+            for item in handed or []
+            for shard_id, _conn in item.get("shards", [])
+            if str(shard_id).casefold() not in answered
+        ]
+        return [*done, *missing]
 
     def assemble(self, context: Context) -> MigrationResult:
         from airflow_provider_shardmigrate.core.outcomes import HaltPolicy, assemble_result
 
-        reported = pull_statuses(context, list(self.shards_of_task))
+        reported = pull_statuses(context, self._result_tasks())
+        recovered, lost_in_lanes = self._recover_lanes(context, reported)
+        reported = [*reported, *recovered]
         params = context["params"]
-        stop = bool(params.get("stop_on_first_failure")) and not params.get("dry_run")
+        dry_run = bool(params.get("dry_run"))
+        policy = HaltPolicy.from_limits(
+            stop_on_first_failure=bool(params.get("stop_on_first_failure")) and not dry_run,
+            max_failed_shards=None if dry_run else params.get("max_failed_shards"),
+            max_failure_ratio=None if dry_run else params.get("max_failure_ratio"),
+            targets=len(self.target_shard_ids),
+        )
         return assemble_result(
             kind=self.kind,
             migration_id=self.migration_id,
@@ -204,10 +256,10 @@ class MigrationReportOperator(BaseOperator):
             strategy=self.strategy,
             targets=self.target_shard_ids,
             reported=reported,
-            lost=self._lost(context, reported),
+            lost=[*self._lost(context, reported), *lost_in_lanes],
             rollbacks=self._rollbacks(context),
             refused=self._refusal(context),
-            policy=HaltPolicy.from_options(stop_on_first_failure=stop),
+            policy=policy,
             canary=self.canary_shard_id,
             gate=self._gate_reason(context),
             total_duration_ms=_since_trigger_ms(context),

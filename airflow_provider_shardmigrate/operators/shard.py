@@ -18,6 +18,7 @@ from airflow_provider_shardmigrate.core.errors import InvalidScriptError
 from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
 from airflow_provider_shardmigrate.core.topology import Shard
+from airflow_provider_shardmigrate.operators._context import failed_count, gate_refused, statuses_in
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -60,12 +61,14 @@ class ShardMigrationOperator(BaseOperator):
     :param conn_id: Airflow connection of the shard.
     :param action: ``apply`` or ``rollback`` (:class:`ShardAction`); anything else is refused here.
     :param strategy: Strategy of the rollout (for metrics and spans).
-    :param stop_watch: Task ids whose failed instances stop this shard when ``stop_on_first_failure`` is
-        set (a parallel wave watches itself).
-    :param stop_after: Task ids of the previous wave (chain link or rolling batch): a shard there that
-        failed or was stopped stops this one.
+    :param stop_watch: Task ids whose failed instances count against the failure threshold
+        (``stop_on_first_failure``, ``max_failed_shards``, ``max_failure_ratio``): every shard task before
+        this one can start (a rolling batch does not watch itself: a batch that started completes).
+    :param stop_after: Task ids of the previous wave (chain link or rolling batch): a shard there that was
+        stopped stops this one too.
     :param requires: Gate task ids (the preflight) that must not have failed, whatever the trigger rule:
         chained shards run ``all_done`` and would otherwise start after a refused preflight.
+    :param target_count: Shards the rollout targets (the base of ``max_failure_ratio``).
     """
 
     template_fields: Sequence[str] = ()
@@ -83,9 +86,11 @@ class ShardMigrationOperator(BaseOperator):
         stop_watch: Sequence[str] = (),
         stop_after: Sequence[str] = (),
         requires: Sequence[str] = (),
+        target_count: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.target_count = int(target_count)
         self.migration_path = migration_path
         self.migration_checksum = migration_checksum
         self.shard_id = shard_id
@@ -104,43 +109,35 @@ class ShardMigrationOperator(BaseOperator):
         )
         raise AirflowSkipException(f"shard '{self.shard_id}': {reason}")
 
-    def _gate_refused(self, context: Context) -> bool:
-        if not self.requires:
-            return False
-        ti = context["ti"]
-        refused = ti.get_ti_count(
-            dag_id=ti.dag_id, task_ids=self.requires, run_ids=[ti.run_id], states=["failed", "upstream_failed"]
-        )
-        return bool(refused)
-
     def _stopped_by_failure(self, context: Context) -> bool:
-        """Whether a failure this shard must stop for is already known (task ids given at build time,
-        so the check is one count and one XCom read, whatever the fleet size)."""
-        from airflow_provider_shardmigrate.core.outcomes import stops_followers
+        """Whether the failure threshold is passed, or the previous link of a chain was stopped (task ids
+        given at build time: one count and one XCom read, whatever the fleet size)."""
+        from airflow_provider_shardmigrate.core.outcomes import HaltPolicy, stops_followers
 
-        ti = context["ti"]
-        watched = sorted(set(self.stop_watch) | set(self.stop_after))
-        if not watched:
-            return False
-        failed = ti.get_ti_count(
-            dag_id=ti.dag_id, task_ids=watched, run_ids=[ti.run_id], states=["failed", "up_for_retry"]
+        params = context["params"]
+        policy = HaltPolicy.from_limits(
+            stop_on_first_failure=bool(params.get("stop_on_first_failure")),
+            max_failed_shards=params.get("max_failed_shards"),
+            max_failure_ratio=params.get("max_failure_ratio"),
+            targets=self.target_count,
         )
-        if failed:
+        if policy.max_failed is None:
+            return False
+        if policy.exceeded(failed_count(context, sorted(set(self.stop_watch) | set(self.stop_after)))):
             return True
         if self.stop_after:
-            previous = ti.xcom_pull(task_ids=self.stop_after, key="return_value") or []
-            return any(ShardStatus.is_xcom(v) and stops_followers(ShardStatus.from_xcom(v)) for v in previous)
+            previous = context["ti"].xcom_pull(task_ids=self.stop_after, key="return_value") or []
+            return any(stops_followers(status) for status in statuses_in(previous))
         return False
 
     def _check_may_start(self, context: Context, dry_run: bool) -> None:
         """Skip (with the shard's status pushed) when this shard must not run in this run."""
         params = context["params"]
-        if self._gate_refused(context):
+        if gate_refused(context, self.requires):
             self._skip(context, Outcome.PENDING, f"not started: {', '.join(self.requires)} refused the rollout")
-        # A dry run ignores stop_on_first_failure: its point is that every shard says what it would do.
-        stop = self.action is ShardAction.APPLY and not dry_run and params.get("stop_on_first_failure")
-        if stop and self._stopped_by_failure(context):
-            self._skip(context, Outcome.PENDING, "not started: another shard failed and stop_on_first_failure is set")
+        # A dry run ignores the failure threshold: its point is that every shard says what it would do.
+        if self.action is ShardAction.APPLY and not dry_run and self._stopped_by_failure(context):
+            self._skip(context, Outcome.PENDING, "not started: the failure threshold was passed (another shard failed)")
         if self.action is ShardAction.ROLLBACK:
             selected = {s.casefold() for s in params.get("shards") or []}
             if selected and self.shard_id.casefold() not in selected:

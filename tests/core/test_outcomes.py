@@ -222,7 +222,7 @@ def test_halted_reason_names_the_policy_and_the_failed_shards() -> None:
         [ShardStatus("a", Outcome.FAILED, 0, FAILED, "x")],
         policy=HaltPolicy.from_options(stop_on_first_failure=True),
     )
-    assert result.halted_reason == "stop_on_first_failure: 1 shard(s) failed (a); 2 not started"
+    assert result.halted_reason == ("stop_on_first_failure (max_failed_shards 0): 1 shard(s) failed (a); 2 not started")
     assert build(["a"], [ShardStatus("a", Outcome.SUCCEEDED)]).halted_reason is None
     canary = build(["c", "x"], [ShardStatus("c", Outcome.FAILED)], canary="c")
     assert canary.halted_reason == "canary c did not reach the migration; the other shards were not started"
@@ -234,6 +234,26 @@ def test_halt_policy() -> None:
     assert HaltPolicy(0).exceeded(1) and not HaltPolicy(0).exceeded(0)
     assert HaltPolicy(2).exceeded(3) and not HaltPolicy(2).exceeded(2)
     assert not HaltPolicy(None).exceeded(10_000)
+
+
+@pytest.mark.parametrize(
+    ("stop", "max_failed", "ratio", "targets", "expected"),
+    [
+        (True, None, None, 10, 0),  # stop_on_first_failure is max_failed_shards: 0
+        (False, None, None, 10, None),
+        (False, 3, None, 10, 3),
+        (False, None, 0.25, 10, 2),  # a 3rd failure passes 25 % of 10
+        (False, None, 0.3, 10, 3),  # 0.3 * 10 is 3 despite floating point
+        (False, None, 1.0, 10, 10),  # never exceeded
+        (False, 5, 0.1, 10, 1),  # the tightest wins
+        (True, 5, 0.5, 10, 0),
+    ],
+)
+def test_halt_policy_from_limits(stop, max_failed, ratio, targets, expected) -> None:
+    policy = HaltPolicy.from_limits(
+        stop_on_first_failure=stop, max_failed_shards=max_failed, max_failure_ratio=ratio, targets=targets
+    )
+    assert policy.max_failed == expected
 
 
 def test_gate_failure_names_every_failed_shard_with_code_and_first_line() -> None:
@@ -266,7 +286,8 @@ def test_gate_failure_names_a_failed_rollback_and_bounds_its_length() -> None:
 
 
 def test_followers_and_the_canary() -> None:
-    assert stops_followers(ShardStatus("a", Outcome.FAILED)) and stops_followers(ShardStatus("a", Outcome.PENDING))
+    assert stops_followers(ShardStatus("a", Outcome.PENDING))
+    assert not stops_followers(ShardStatus("a", Outcome.FAILED))  # a failure counts against the threshold
     assert not stops_followers(ShardStatus("a", Outcome.ALREADY_APPLIED))
     assert all(canary_cleared(ShardStatus("c", o)) for o in AT_MIGRATION)
     assert not canary_cleared(ShardStatus("c", Outcome.FAILED)) and not canary_cleared(None)

@@ -1,0 +1,286 @@
+"""Lanes: a few task instances that each work through many shards, so a fleet of any size costs its DDL.
+
+A per-shard task pays a task start-up and a scheduler slot refill for every shard; a lane pays them once
+and then runs its shards one after another through the same per-shard function (lock, history, in-database
+timeout, resume). Lanes are ordinary mapped task instances, so Celery spreads them over every worker.
+
+- Which shards a lane runs is decided when the DAG is built (dealt round-robin, core/plans.deal) and kept in
+  a registry the DAG builder fills at parse time, so the mapped task's serialized form stays the same size
+  whatever the fleet size. The run checks that every lane works from the plan the run published.
+- Each shard's status is pushed the moment it ends (XCom key ``shard:<id>``), so progress and the report see
+  it before the lane ends; the lane's ``return_value`` lists every shard it accounted for.
+- The lanes of one run coordinate through one small XCom each (``lane_state``: failures, current shard):
+  before starting a shard a lane reads the others' (at most every ``BOARD_READ_SECONDS``) and starts no
+  further shard once the failure threshold is passed.
+- Rolling batches run inside one lane instance with ``max_parallelism`` worker threads, batch k+1 after
+  batch k: a barrier across task instances would deadlock when the deployment has fewer free slots than
+  lanes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
+from airflow_provider_shardmigrate.core.topology import Shard
+from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY, gate_refused, lane_shard_key
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_shardmigrate.core.outcomes import HaltPolicy
+    from airflow_provider_shardmigrate.core.scripts import Migration
+
+#: How often a lane re-reads the other lanes' state (a stop is seen within about this long after a shard).
+BOARD_READ_SECONDS = 0.2
+#: Grid label length limit (Airflow keeps at most 250 characters of a rendered map index).
+LABEL_LIMIT = 240
+
+#: ``[batch][lane] -> shards`` of every lanes task, filled by the DAG builder at parse time.
+_LANE_WORK: dict[str, list[list[tuple[Shard, ...]]]] = {}
+
+
+def work_key(dag_id: str, task_id: str) -> str:
+    return f"{dag_id}/{task_id}"
+
+
+def register_lane_work(dag_id: str, task_id: str, batches: list[list[tuple[Shard, ...]]]) -> str:
+    """Record what the lanes of ``task_id`` run (called by the DAG builder); returns the fingerprint."""
+    _LANE_WORK[work_key(dag_id, task_id)] = batches
+    return fingerprint(batches)
+
+
+def lane_assignments(dag_id: str, task_id: str) -> list[list[Shard]]:
+    """Lane -> every shard it runs (all batches), from the work registered at parse time; [] if unknown."""
+    batches = _LANE_WORK.get(work_key(dag_id, task_id)) or []
+    lanes = max((len(batch) for batch in batches), default=0)
+    return [[shard for batch in batches if lane < len(batch) for shard in batch[lane]] for lane in range(lanes)]
+
+
+def fingerprint(batches: Sequence[Sequence[Sequence[Shard]]]) -> str:
+    """A short hash of who runs what, so lanes parsed at different moments can tell they agree."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        for lane in batch:
+            digest.update("\0".join(shard.id for shard in lane).encode() + b"\1")
+        digest.update(b"\2")
+    return digest.hexdigest()[:16]
+
+
+def lane_label(lane: int, lanes: int, shards: Sequence[Shard]) -> str:
+    """``lane 3/10: s2, s12, s22 ... s992 (100 shards)`` -- the Grid label of a lane instance."""
+    if not shards:
+        return f"lane {lane + 1}/{lanes}: no shard"
+    head = ", ".join(shard.id for shard in shards[:3])
+    text = f"lane {lane + 1}/{lanes}: {head}"
+    if len(shards) > 3:
+        text += f" ... {shards[-1].id}"
+    text += f" ({len(shards)} shard{'s' if len(shards) != 1 else ''})"
+    return text if len(text) <= LABEL_LIMIT else text[: LABEL_LIMIT - 3] + "..."
+
+
+@dataclass
+class LaneBoard:
+    """The lanes of one run telling each other their failures, through one XCom per lane."""
+
+    ti: Any
+    task_id: str
+    lane: int
+    failures: int = 0
+    _peers: list[dict[str, Any]] = field(default_factory=list)
+    _read_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def publish(self, current: str | None, *, done: bool = False) -> None:
+        state = {"lane": self.lane, "failures": self.failures, "current": current, "done": done}
+        self.ti.xcom_push(key=LANE_STATE_KEY, value=state)
+
+    def failed_elsewhere(self) -> int:
+        """Failures the other lanes have published (re-read at most every BOARD_READ_SECONDS)."""
+        with self._lock:
+            if time.monotonic() - self._read_at >= BOARD_READ_SECONDS:
+                values = self.ti.xcom_pull(task_ids=[self.task_id], key=LANE_STATE_KEY) or []
+                self._peers = [v for v in values if isinstance(v, dict) and v.get("lane") != self.lane]
+                self._read_at = time.monotonic()
+            return sum(int(peer.get("failures") or 0) for peer in self._peers)
+
+    def note_failure(self) -> None:
+        with self._lock:
+            self.failures += 1
+
+
+@dataclass
+class _Lane:
+    """One lane's run: the shards it was dealt, what happened to each, and when to stop starting more."""
+
+    operator: ShardLaneOperator
+    context: Any
+    migration: Migration
+    policy: HaltPolicy
+    dry_run: bool
+    board: LaneBoard
+    statuses: dict[str, ShardStatus] = field(default_factory=dict)
+
+    def halted(self) -> bool:
+        if self.dry_run or self.policy.max_failed is None:
+            return False
+        return self.policy.exceeded(self.board.failures + self.board.failed_elsewhere())
+
+    def skip(self, shards: Sequence[Shard]) -> None:
+        reason = "not started: the failure threshold was passed (another shard failed)"
+        for shard in shards:
+            self._record(ShardStatus(shard.id, Outcome.PENDING, 0, None, reason), push=False)
+
+    def run_shard(self, shard: Shard, *, check: bool = True) -> None:
+        """Run one shard -- unless ``check`` and the failure threshold is already passed."""
+        from airflow_provider_shardmigrate.engines.runner import RunInfo, apply_to_shard
+        from airflow_provider_shardmigrate.observability import record_shard, span
+
+        if check and self.halted():
+            self.skip([shard])
+            return
+        ti = self.context["ti"]
+        self.board.publish(shard.id)
+        attributes = {"shard.id": shard.id, "strategy": self.operator.strategy, "id": self.migration.id}
+        with span("shardmigrate.shard", **attributes) as current:
+            run = RunInfo(dag_id=ti.dag_id, run_id=ti.run_id)
+            status = apply_to_shard(shard, self.migration, dry_run=self.dry_run, run=run)
+            current.set_attribute("migration.shard.outcome", status.outcome.value)
+            if status.error_code:
+                current.set_attribute("migration.error", status.error_code)
+        record_shard(status, migration_id=self.migration.id, strategy=self.operator.strategy)
+        if status.outcome is Outcome.FAILED:
+            self.board.note_failure()
+            self.board.publish(None)
+        self._record(status, push=True)
+
+    def _record(self, status: ShardStatus, *, push: bool) -> None:
+        self.statuses[status.shard_id] = status
+        if push:
+            self.context["ti"].xcom_push(key=lane_shard_key(status.shard_id), value=status.to_xcom())
+        detail = f" [{status.error_code}] {status.error_message}" if status.error_code else ""
+        self.operator.log.info(
+            "shard %s: %s (%d ms)%s", status.shard_id, status.outcome.value, status.duration_ms, detail
+        )
+
+
+class ShardLaneOperator(BaseOperator):
+    """Run a lane of a rollout: the shards dealt to it, one after another (or ``workers`` at a time, batch
+    by batch, for rolling), through the per-shard protocol.
+
+    :param migration_path: Folder of the migration (re-read at run time and checked against the checksum).
+    :param migration_checksum: Checksum of the migration when the DAG was built.
+    :param lane: This instance's lane number (the mapped argument).
+    :param lanes: Number of lanes of the task.
+    :param plan_fingerprint: Fingerprint of the lane work at parse time (see :func:`fingerprint`).
+    :param workers: Shards of a batch run at once inside this lane (rolling); 1 otherwise.
+    :param target_count: Shards the rollout targets (the base of ``max_failure_ratio``).
+    :param strategy: Strategy of the rollout (metrics, spans).
+    :param requires: Gate task ids (the preflight, the canary gate) that must not have failed.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#d8f0e0"
+
+    def __init__(
+        self,
+        *,
+        migration_path: str,
+        migration_checksum: str,
+        lane: int,
+        lanes: int,
+        plan_fingerprint: str,
+        workers: int = 1,
+        target_count: int = 0,
+        strategy: str = "",
+        requires: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.migration_path = migration_path
+        self.migration_checksum = migration_checksum
+        self.lane = int(lane)
+        self.lanes = int(lanes)
+        self.plan_fingerprint = plan_fingerprint
+        self.workers = max(1, int(workers))
+        self.target_count = int(target_count)
+        self.strategy = strategy
+        self.requires = list(requires)
+
+    def _batches(self, dag_id: str) -> list[tuple[Shard, ...]]:
+        from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
+
+        batches = _LANE_WORK.get(work_key(dag_id, self.task_id))
+        if batches is None or fingerprint(batches) != self.plan_fingerprint:
+            raise InvalidTopologyError(
+                f"lane {self.lane + 1} of {self.task_id}: the topology or the migration's options changed since this "
+                "run's DAG was parsed (the lanes would not agree on who runs which shard); trigger a new run"
+            )
+        return [batch[self.lane] if self.lane < len(batch) else () for batch in batches]
+
+    def _policy(self, params: Any) -> HaltPolicy:
+        from airflow_provider_shardmigrate.core.outcomes import HaltPolicy
+
+        return HaltPolicy.from_limits(
+            stop_on_first_failure=bool(params.get("stop_on_first_failure")),
+            max_failed_shards=params.get("max_failed_shards"),
+            max_failure_ratio=params.get("max_failure_ratio"),
+            targets=self.target_count,
+        )
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from airflow_provider_shardmigrate.operators.shard import load_checked_migration
+
+        ti = context["ti"]
+        batches = self._batches(ti.dag_id)
+        shards = [shard for batch in batches for shard in batch]
+        context["lane_label"] = lane_label(self.lane, self.lanes, shards)  # type: ignore[typeddict-unknown-key]
+        if gate_refused(context, self.requires):
+            raise AirflowSkipException(f"not started: {', '.join(self.requires)} refused the rollout")
+        migration = load_checked_migration(self.migration_path, self.migration_checksum)
+        params = context["params"]
+        lane = _Lane(
+            self,
+            context,
+            migration,
+            self._policy(params),
+            bool(params.get("dry_run")),
+            LaneBoard(ti, self.task_id, self.lane),
+        )
+        for batch in batches:
+            self._run_batch(lane, batch)
+        lane.board.publish(None, done=True)
+        results = [lane.statuses[shard.id].to_xcom() for shard in shards if shard.id in lane.statuses]
+        failed = [s for s in lane.statuses.values() if s.outcome is Outcome.FAILED]
+        if failed:
+            ti.xcom_push(key="return_value", value=results)
+            raise AirflowFailException(
+                f"{len(failed)} of {len(shards)} shard(s) of this lane failed: "
+                + "; ".join(f"{s.shard_id} [{s.error_code}]" for s in failed[:20])
+            )
+        return results
+
+    def _run_batch(self, lane: _Lane, batch: tuple[Shard, ...]) -> None:
+        """A lane's shards one at a time (each checking the threshold first); a rolling batch all at once
+        (the threshold is checked before the batch: a batch that started completes)."""
+        if self.workers == 1:
+            for shard in batch:
+                lane.run_shard(shard)
+            return
+        if lane.halted():
+            lane.skip(batch)
+            return
+        run: Callable[[Shard], None] = partial(lane.run_shard, check=False)
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(batch)))) as pool:
+            list(pool.map(run, batch))
