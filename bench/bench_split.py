@@ -78,8 +78,10 @@ def main() -> int:
     if args.child:
         print(json.dumps(measure(Path(args.child))))
         return 0
-    print(f"{'shape':<11} {'MB':>4} {'split s':>8} {'s/MB':>5} {'read+hash s':>11} {'ratio':>6} "
-          f"{'str.split s':>11} {'statements':>10} {'peak RSS MB':>11} {'+RSS MB':>8}")
+    print(
+        f"{'shape':<11} {'MB':>4} {'split s':>8} {'s/MB':>5} {'read+hash s':>11} {'ratio':>6} "
+        f"{'str.split s':>11} {'statements':>10} {'peak RSS MB':>11} {'+RSS MB':>8}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-split-") as tmp:
         for megabytes in args.sizes:
             for shape in ("one_insert", "many"):

@@ -52,9 +52,9 @@ def _splitter() -> Any:
             for ttype, value in stream:
                 if self.consume_ws and ttype not in ends_statement_ws:
                     yield _Span(start, pos, meaningful)
-                    self._reset()
+                    self._reset()  # type: ignore[no-untyped-call]
                     start, meaningful = pos, False
-                self.level += self._change_splitlevel(ttype, value)
+                self.level += self._change_splitlevel(ttype, value)  # type: ignore[no-untyped-call]
                 pos += len(value)
                 semicolon = ttype is T.Punctuation and value == ";"
                 if not meaningful and not semicolon and ttype not in T.Whitespace and ttype not in T.Comment:
@@ -70,7 +70,7 @@ def _splitter() -> Any:
             if pos > start:
                 yield _Span(start, pos, meaningful)
 
-    return OffsetSplitter()
+    return OffsetSplitter()  # type: ignore[no-untyped-call]
 
 
 @lru_cache(maxsize=1)
@@ -102,8 +102,8 @@ def lexer() -> Any:
         (r"`(?:``|[^`]+)*`", T.Name),
     ]
     instance = Lexer()
-    instance.default_initialization()  # sqlparse's keyword tables and rules
-    instance.set_SQL_REGEX([*shortcuts, *keywords.SQL_REGEX])
+    instance.default_initialization()  # type: ignore[no-untyped-call]  # sqlparse's keyword tables and rules
+    instance.set_SQL_REGEX([*shortcuts, *keywords.SQL_REGEX])  # type: ignore[no-untyped-call]
     return instance
 
 
