@@ -368,7 +368,9 @@ def test_single_problem_message_is_the_problem(tmp_path: Path) -> None:
 # --- hardening (issue 9) -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field", "item"), [("id", '{id: "a\\n", conn_id: c}'), ("conn_id", '{id: a, conn_id: "c\\n"}')])
+@pytest.mark.parametrize(
+    ("field", "item"), [("id", '{id: "a\\n", conn_id: c}'), ("conn_id", '{id: a, conn_id: "c\\n"}')]
+)
 def test_a_trailing_newline_is_not_part_of_a_valid_id(tmp_path: Path, field: str, item: str) -> None:
     error, _ = load_error(tmp_path, shards_yaml(f"  - {item}\n"))
     assert fields_of(error) == [f"shards[0].{field}"]
