@@ -107,7 +107,9 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     assert (tmp_path / "precious.txt").exists()
 
 
-def test_what_validate_passes_the_engines_run_a_long_insert(tmp_path, write_migration, sqlite_fleet, capsys, monkeypatch):
+def test_what_validate_passes_the_engines_run_a_long_insert(
+    tmp_path, write_migration, sqlite_fleet, capsys, monkeypatch
+):
     """A 1,249-row INSERT (15 KB) passed validate and then broke sqlparse at run time (issue 9, bug 3)."""
     from airflow_provider_shardmigrate.core.scripts import load_migration
     from airflow_provider_shardmigrate.core.topology import Shard
