@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 class MigrationPreflightOperator(BaseOperator):
     """Compare the touched tables across the shards not yet migrated; fail with
-    ``shardmigrate.drift_detected`` (listing tables and shards) when they differ.
+    ``shardmigrate.drift_detected`` (listing tables and shards) when they differ, and with
+    ``shardmigrate.schema_comparison_failed`` (naming each shard and its error code) when a shard
+    cannot be read.
 
     :param migration_path: Folder of the migration.
     :param migration_checksum: Checksum of the migration when the DAG was built.
@@ -46,7 +48,7 @@ class MigrationPreflightOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_provider_shardmigrate.core.errors import DriftDetectedError, ShardMigrateError
+        from airflow_provider_shardmigrate.core.errors import ShardMigrateError
         from airflow_provider_shardmigrate.core.topology import Shard
         from airflow_provider_shardmigrate.engines.preflight import check_touched_tables
         from airflow_provider_shardmigrate.operators.shard import load_checked_migration
@@ -66,14 +68,8 @@ class MigrationPreflightOperator(BaseOperator):
             "already_applied": len(result.already_applied),
             "unreadable": dict(list(result.unreadable.items())[:20]),
         }
-        for shard_id, reason in result.unreadable.items():
-            self.log.warning("preflight could not read shard %s (its apply task will report why): %s", shard_id, reason)
-        if not result.ok:
-            error = DriftDetectedError(
-                "the tables this migration touches already differ between the shards it would migrate; "
-                "fix the drift (see the drift DAG) or set validate_before_apply: false in migration.yaml\n"
-                + result.describe()
-            )
+        error = result.error()
+        if error is not None:
             summary.update(error_code=error.code.value, error_message=error.message)
             context["ti"].xcom_push(key="return_value", value=summary)
             raise AirflowFailException(str(error))
