@@ -540,7 +540,7 @@ def tables_in_script(script: str) -> set[str]:
     found: set[str] = set()
     # Statements without sqlparse's grouping (sqlparse.parse), which refuses a statement of more than
     # 10,000 tokens -- one INSERT of ~1,250 rows -- and is what the flat token walk below does not need.
-    for statement in FilterStack().run(script):
+    for statement in FilterStack().run(script):  # type: ignore[no-untyped-call]
         words = [
             tok
             for tok in statement.flatten()  # type: ignore[no-untyped-call]
