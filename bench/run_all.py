@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FAST = ("bench_parse.py", "bench_apply_overhead.py", "bench_drift.py")
+FAST = ("bench_parse.py", "bench_apply_overhead.py", "bench_drift.py", "bench_split.py")
 
 
 def main() -> int:

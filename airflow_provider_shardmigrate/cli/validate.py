@@ -1,4 +1,8 @@
-"""``shardmigrate validate``: check every migration folder and the topology; list every problem."""
+"""``shardmigrate validate``: check every migration folder and the topology; list every problem.
+
+Every SQL script is split into statements with the splitter the engines use (core/sqltext.split_sql),
+so a script that validates is one the engines can run; the counts are shown per script.
+"""
 
 from __future__ import annotations
 
@@ -20,17 +24,20 @@ def register(subparsers: Any) -> None:
 
 def _migrations_table(migrations: Any, topology: Any, record: Any) -> Any:
     """One row per migration; plans are checked against the topology (a canary that is not a shard...)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from airflow_provider_shardmigrate.core.errors import ShardMigrateError
     from airflow_provider_shardmigrate.core.plans import plan_rollout
+    from airflow_provider_shardmigrate.core.scripts import MIGRATION_ID_PATTERN
 
     table = Table(title="migrations", show_lines=False)
-    for column in ("migration", "strategy", "waves", "checksum", "status"):
+    for column in ("migration", "strategy", "waves", "statements", "checksum", "status"):
         table.add_column(column, overflow="fold")
     for migration_id, error in migrations.broken.items():
-        record(migration_id, error)
-        table.add_row(migration_id, "", "", "", "[bold red]invalid[/]")
+        shown = migration_id if MIGRATION_ID_PATTERN.fullmatch(migration_id) else repr(migration_id)  # a newline...
+        record(shown, error)
+        table.add_row(escape(shown), "", "", "", "", "[bold red]invalid[/]")
     for migration in migrations.migrations:
         waves = ""
         status = "[green]valid[/]"
@@ -40,8 +47,19 @@ def _migrations_table(migrations: Any, topology: Any, record: Any) -> Any:
             except ShardMigrateError as exc:
                 record(migration.id, exc)
                 status = "[bold red]invalid[/]"
-        table.add_row(migration.id, migration.options.strategy.value, waves, migration.checksum, status)
+        table.add_row(
+            migration.id, migration.options.strategy.value, waves, _statements(migration), migration.checksum, status
+        )
     return table
+
+
+def _statements(migration: Any) -> str:
+    """``up.sql: 3, down.sql: 1``: each SQL script split as the engines split it."""
+    from airflow_provider_shardmigrate.core.sqltext import split_sql
+
+    return ", ".join(
+        f"{name}: {len(split_sql(text))}" for name, text in sorted(migration.scripts.items()) if name.endswith(".sql")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         record("topology", exc)
     migrations = None
     try:
-        migrations = load_migrations(args.migrations)
+        migrations = load_migrations(args.migrations, allow_symlinks=bool(topology and topology.allow_symlinks))
     except ShardMigrateError as exc:
         record("migrations", exc)
 

@@ -71,8 +71,26 @@ class ApplyDecision:
     reason: str = ""
 
 
-def decide_apply(row: HistoryRecord | None, checksum: str) -> ApplyDecision:
-    """What to do with a shard whose history row for this migration is ``row``."""
+def _counter_problem(row: HistoryRecord, statements: int | None) -> str | None:
+    """Why the row's counters cannot describe a partial apply of this script, or None when they can.
+
+    A resume indexes the script's statements with ``statements_applied``: a negative count would run a
+    statement twice (``steps[-1]``), a count above the total would mark the row applied without running
+    anything, and a total that is not the script's statement count means the row counted other statements.
+    """
+    applied, total = row.statements_applied, row.statements_total
+    if applied < 0 or total < 0 or applied > total:
+        return f"statements_applied={applied} and statements_total={total} are out of range"
+    if statements is not None and applied > 0 and total != statements:
+        return f"statements_total={total}, but the script has {statements} statement(s)"
+    return None
+
+
+def decide_apply(row: HistoryRecord | None, checksum: str, *, statements: int | None = None) -> ApplyDecision:
+    """What to do with a shard whose history row for this migration is ``row``.
+
+    :param statements: How many statements the script has (checked against a partial row's counters).
+    """
     if row is None or row.status is HistoryStatus.ROLLED_BACK:
         return ApplyDecision(ApplyAction.APPLY)
     if row.status in (HistoryStatus.APPLIED, HistoryStatus.BASELINED):
@@ -86,6 +104,15 @@ def decide_apply(row: HistoryRecord | None, checksum: str) -> ApplyDecision:
             ),
         )
     # running or failed: a partial apply of a non-transactional migration (or a crash mid-way)
+    problem = _counter_problem(row, statements)
+    if problem is not None:
+        return ApplyDecision(
+            ApplyAction.REFUSE,
+            reason=(
+                f"history row '{row.migration_id}' in {HISTORY_TABLE} ({row.status.value}): {problem}; refusing to "
+                "guess how far the shard got -- check the shard, then fix or delete the row by hand"
+            ),
+        )
     if row.statements_applied == 0:
         return ApplyDecision(ApplyAction.APPLY)
     if row.checksum != checksum:

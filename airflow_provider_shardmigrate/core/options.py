@@ -60,6 +60,11 @@ _OPTIONAL_TEXT_FIELDS = ("canary", "canary_validation", "checksum")
 KNOWN_KEYS = frozenset(f.name for f in fields(MigrationOptions))
 
 
+#: PostgreSQL's ``statement_timeout``/``lock_timeout`` take milliseconds as a 32-bit integer (at most
+#: 2,147,483,647 ms): a longer per-shard budget could not be enforced there, so it is refused at load.
+MAX_PER_SHARD_TIMEOUT = 2_147_483
+
+
 class _Bad(ValueError):
     """A value that cannot be used; the message says why."""
 
@@ -112,6 +117,15 @@ def _ratio(value: Any) -> float:
     return float(value)
 
 
+def _timeout(seconds: float) -> float:
+    if seconds > MAX_PER_SHARD_TIMEOUT:
+        raise _Bad(
+            f"must be at most {MAX_PER_SHARD_TIMEOUT:,} seconds (about 24.8 days, PostgreSQL's largest "
+            f"statement_timeout), got {seconds:g}"
+        )
+    return seconds
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _Bad(f"must be true or false, got {value!r}")
@@ -134,7 +148,7 @@ def _description(value: Any) -> str:
 _CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
     ("strategy", _strategy),
     ("max_parallelism", _max_parallelism),
-    ("per_shard_timeout", lambda v: _seconds(v, positive=True)),
+    ("per_shard_timeout", lambda v: _timeout(_seconds(v, positive=True))),
     ("canary_bake_time", lambda v: _seconds(v, positive=False)),
     *((key, _bool) for key in _BOOL_FIELDS),
     *((key, _text) for key in _OPTIONAL_TEXT_FIELDS),

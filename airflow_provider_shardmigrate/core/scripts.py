@@ -1,8 +1,13 @@
-"""Migration folders (DESIGN 2.1): loading, validation and checksums.
+"""Migration folders: loading, validation and checksums.
 
 A migration is a folder whose name is its id -- the idempotency key recorded in every shard's history.
 The checksum covers every script file (names included, LF line endings), so a script edited after it
 ran somewhere is caught before it runs anywhere else.
+
+What loading refuses, so that nothing reaches a shard half-understood: a folder name that is not a
+valid id (it becomes DAG ids and history keys), ids that differ only by case (MySQL/MariaDB compare the
+history key case-insensitively), scripts without a statement or above the size limit, and -- unless the
+topology sets ``allow_symlinks: true`` -- symbolic links leading out of the migrations folder.
 """
 
 from __future__ import annotations
@@ -25,15 +30,17 @@ from airflow_provider_shardmigrate.core.errors import (
     raise_if_problems,
 )
 from airflow_provider_shardmigrate.core.options import MigrationOptions, parse_options
+from airflow_provider_shardmigrate.core.sqltext import MAX_SCRIPT_BYTES, has_statement
 
 SQL_VARIANTS = ("postgres", "mysql", "mssql", "sqlite")
 MONGO_VARIANT = "mongo"
 DIRECTIONS = ("up", "down")
 OPTIONS_FILE = "migration.yaml"
-MIGRATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-_SCRIPT_NAME = re.compile(r"^(up|down)(?:\.([a-z0-9_]+))?\.(sql|json)$")
+#: Matched with ``fullmatch`` (a ``$`` would let a trailing newline through).
+MIGRATION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+_SCRIPT_NAME = re.compile(r"(up|down)(?:\.([a-z0-9_]+))?\.(sql|json)")
 #: Names that look like a script in any case (``UP.sql``, ``up.Postgres.sql``): rejected, never ignored.
-_SCRIPT_LIKE = re.compile(r"^(up|down)(?:\.[^.]+)?\.(sql|json)$", re.IGNORECASE)
+_SCRIPT_LIKE = re.compile(r"(up|down)(?:\.[^.]+)?\.(sql|json)", re.IGNORECASE)
 
 
 def script_file_name(direction: str, variant: str | None) -> str:
@@ -90,7 +97,7 @@ class Migration:
         """Engines this migration has a script for ("" = the generic ``up.sql``)."""
         found = []
         for name in self.scripts:
-            match = _SCRIPT_NAME.match(name)
+            match = _SCRIPT_NAME.fullmatch(name)
             if match and match.group(1) == "up":
                 found.append(match.group(2) or "")
         return tuple(sorted(found))
@@ -98,11 +105,11 @@ class Migration:
 
 def _classify(name: str) -> tuple[str, str | None] | None:
     """(direction, variant) for a recognised script name; None for a name that is not a script."""
-    match = _SCRIPT_NAME.match(name)
+    match = _SCRIPT_NAME.fullmatch(name)
     if not match:
-        if _SCRIPT_LIKE.match(name):
+        if _SCRIPT_LIKE.fullmatch(name):
             # ``UP.sql`` or ``up.Postgres.sql`` would otherwise be ignored silently and never run anywhere.
-            hint = f"; rename it '{name.lower()}'" if _SCRIPT_NAME.match(name.lower()) else ""
+            hint = f"; rename it '{name.lower()}'" if _SCRIPT_NAME.fullmatch(name.lower()) else ""
             raise ValueError(
                 f"'{name}' is not a valid script name: scripts are named up.sql / down.sql, up.<engine>.sql "
                 f"({', '.join(SQL_VARIANTS)}) or up.mongo.json, in lower case{hint}"
@@ -134,7 +141,7 @@ def _check_mongo_script(name: str, text: str, source: str) -> list[Problem]:
 
 
 def _check_folder_name(folder: Path) -> list[Problem]:
-    if MIGRATION_ID_PATTERN.match(folder.name):
+    if MIGRATION_ID_PATTERN.fullmatch(folder.name):
         return []
     return [
         Problem(
@@ -145,7 +152,34 @@ def _check_folder_name(folder: Path) -> list[Problem]:
     ]
 
 
-def _read_script(file: Path, problems: list[Problem]) -> str | None:
+def _outside(path: Path, root: Path | None) -> Problem | None:
+    """A problem when ``path`` (through symbolic links) leads out of the migrations folder ``root``."""
+    if root is None or path.resolve().is_relative_to(root):
+        return None
+    return Problem(
+        f"is a symbolic link to '{path.resolve()}', outside the migrations folder '{root}'; move the file into "
+        "the migrations folder, or set 'allow_symlinks: true' in the topology file to follow such links",
+        str(path),
+    )
+
+
+def _check_text(file: Path, text: str, variant: str | None) -> list[Problem]:
+    if not text.strip():
+        return [Problem("script is empty", str(file))]
+    if variant == MONGO_VARIANT:
+        return _check_mongo_script(file.name, text, str(file))
+    if not has_statement(text):
+        return [
+            Problem(
+                "holds no SQL statement, only comments or whitespace (it would run nothing and be recorded as "
+                "done); write the statements, or 'SELECT 1;' for a deliberate no-op",
+                str(file),
+            )
+        ]
+    return []
+
+
+def _read_script(file: Path, problems: list[Problem], root: Path | None) -> str | None:
     """The canonical text of one script file, or None (with a problem) when it cannot be used."""
     try:
         kind = _classify(file.name)
@@ -154,24 +188,31 @@ def _read_script(file: Path, problems: list[Problem]) -> str | None:
         return None
     if kind is None:
         return None
+    escape = _outside(file, root)
+    if escape is not None:
+        problems.append(escape)
+        return None
+    size = file.stat().st_size
+    if size > MAX_SCRIPT_BYTES:
+        problems.append(
+            Problem(f"is {size:,} bytes, above the limit of {MAX_SCRIPT_BYTES:,} bytes for a script", str(file))
+        )
+        return None
     try:
         text = canonical_text(file.read_bytes())
     except UnicodeDecodeError as exc:
         problems.append(Problem(f"is not UTF-8 text ({exc.reason} at byte {exc.start})", str(file)))
         return None
-    if not text.strip():
-        problems.append(Problem("script is empty", str(file)))
-        return None
-    if kind[1] == MONGO_VARIANT:
-        problems.extend(_check_mongo_script(file.name, text, str(file)))
-    return text
+    found = _check_text(file, text, kind[1])
+    problems.extend(found)
+    return None if found and not text.strip() else text
 
 
-def _read_scripts(folder: Path, problems: list[Problem]) -> dict[str, str]:
+def _read_scripts(folder: Path, problems: list[Problem], root: Path | None) -> dict[str, str]:
     scripts: dict[str, str] = {}
     for file in sorted(folder.iterdir()):
         if file.is_file():
-            text = _read_script(file, problems)
+            text = _read_script(file, problems, root)
             if text is not None:
                 scripts[file.name] = text
     return scripts
@@ -200,8 +241,12 @@ def _check_pairs(folder: Path, scripts: Mapping[str, str]) -> list[Problem]:
     return problems
 
 
-def _read_options(options_file: Path, problems: list[Problem]) -> MigrationOptions:
+def _read_options(options_file: Path, problems: list[Problem], root: Path | None) -> MigrationOptions:
     if not options_file.exists():
+        return MigrationOptions()
+    escape = _outside(options_file, root)
+    if escape is not None:
+        problems.append(escape)
         return MigrationOptions()
     try:
         raw = yaml.safe_load(options_file.read_text(encoding="utf-8"))
@@ -213,17 +258,27 @@ def _read_options(options_file: Path, problems: list[Problem]) -> MigrationOptio
     return options
 
 
-def load_migration(path: str | Path) -> Migration:
-    """Load and validate one migration folder; raises :class:`InvalidScriptError` listing every problem."""
+def load_migration(path: str | Path, *, confine_to: str | Path | None = None) -> Migration:
+    """Load and validate one migration folder; raises :class:`InvalidScriptError` listing every problem.
+
+    :param confine_to: The migrations folder: the migration folder and every file read from it must be
+        inside it, symbolic links included (:func:`load_migrations` passes it unless ``allow_symlinks``).
+        A task re-reading at run time the folder its DAG was built from passes nothing: the checksum
+        taken at parse time is what guards it then.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise MigrationNotFoundError(f"migration folder '{folder}' does not exist")
     migration_id = folder.name
+    root = Path(confine_to).resolve() if confine_to is not None else None
+    escape = _outside(folder, root)
+    if escape is not None:
+        raise InvalidScriptError(escape.message, problems=[escape])
     problems = _check_folder_name(folder)
-    scripts = _read_scripts(folder, problems)
+    scripts = _read_scripts(folder, problems, root)
     problems.extend(_check_pairs(folder, scripts))
     options_file = folder / OPTIONS_FILE
-    options = _read_options(options_file, problems)
+    options = _read_options(options_file, problems, root)
 
     checksum = compute_checksum(scripts)
     if options.checksum and options.checksum.lower() != checksum:
@@ -257,16 +312,42 @@ class MigrationSet:
         raise MigrationNotFoundError(f"no migration '{migration_id}' under '{self.root}'")
 
 
-def load_migrations(root: str | Path) -> MigrationSet:
-    """Load every migration folder under ``root``; one broken folder never hides the others."""
+def _case_collisions(folders: list[Path]) -> dict[str, InvalidScriptError]:
+    """Folders whose names differ only by case: MySQL/MariaDB compare history keys case-insensitively, so
+    both migrations would share one history row (a misleading checksum mismatch, or a silent skip)."""
+    by_key: dict[str, list[Path]] = {}
+    for folder in folders:
+        by_key.setdefault(folder.name.casefold(), []).append(folder)
+    errors: dict[str, InvalidScriptError] = {}
+    for group in (group for group in by_key.values() if len(group) > 1):
+        names = ", ".join(f"'{folder.name}'" for folder in group)
+        for folder in group:
+            problem = Problem(
+                f"migration ids {names} differ only by case; MySQL and MariaDB compare history keys "
+                "case-insensitively, so they would share one history row -- rename all but one",
+                str(folder),
+            )
+            errors[folder.name] = InvalidScriptError(problem.message, problems=[problem])
+    return errors
+
+
+def load_migrations(root: str | Path, *, allow_symlinks: bool = False) -> MigrationSet:
+    """Load every migration folder under ``root``; one broken folder never hides the others.
+
+    Migration ids that differ only by case are all broken (each names the others), as are folders and
+    scripts whose symbolic links lead out of ``root`` unless ``allow_symlinks`` (the topology's
+    ``allow_symlinks: true``).
+    """
     base = Path(root)
     if not base.is_dir():
         raise MigrationNotFoundError(f"migrations folder '{base}' does not exist")
+    folders = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    broken: dict[str, InvalidScriptError | MigrationNotFoundError] = dict(_case_collisions(folders))
     valid: list[Migration] = []
-    broken: dict[str, InvalidScriptError | MigrationNotFoundError] = {}
-    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+    for folder in (folder for folder in folders if folder.name not in broken):
         try:
-            valid.append(load_migration(folder))
+            valid.append(load_migration(folder, confine_to=None if allow_symlinks else base))
         except (InvalidScriptError, MigrationNotFoundError) as exc:
             broken[folder.name] = exc
-    return MigrationSet(root=base, migrations=tuple(valid), broken=MappingProxyType(broken))
+    ordered = {name: broken[name] for name in sorted(broken)}
+    return MigrationSet(root=base, migrations=tuple(valid), broken=MappingProxyType(ordered))

@@ -39,12 +39,22 @@ _SECRET_PATTERNS = (
         r"(?P<secret>(?:[^@\s]|@(?=[^\s/@]{0,1024}@)){0,1024})@",
         re.IGNORECASE,
     ),
-    # ``password=x``, ``Password=x;`` and the ``'password': 'x'`` of a dict or JSON echoed in an error
+    # ``password=x``, ``Password=x;`` and the ``'password': 'x'`` of a dict or JSON echoed in an error --
+    # but not MySQL's "(using password: YES|NO)", which says whether a password was sent, not which.
     re.compile(
-        r"(?P<key>\b(?:password|passwd|pwd)['\"]?\s*[=:]\s*)(?P<secret>'[^']{0,1024}'|\"[^\"]{0,1024}\"|[^\s;,&]{1,1024})",
+        r"(?P<key>\b(?:password|passwd|pwd)['\"]?\s*[=:]\s*)"
+        r"(?P<secret>'[^']{0,1024}'|\"[^\"]{0,1024}\"|[^\s;,&]{1,1024})",
         re.IGNORECASE,
     ),
 )
+
+
+def _mask_keyed(match: re.Match[str]) -> str:
+    """``password=***`` -- except MySQL's "(using password: YES)" / "NO)", which is no secret."""
+    before = match.string[max(0, match.start() - 6) : match.start()]
+    if before.lower() == "using " and match["secret"].upper().startswith(("YES)", "NO)")):
+        return match.group(0)
+    return f"{match['key']}***"
 
 
 def redact(text: str, secret: str | None = None) -> str:
@@ -54,7 +64,7 @@ def redact(text: str, secret: str | None = None) -> str:
         text = text.replace(secret, "***")
     if "@" in text:
         text = _SECRET_PATTERNS[0].sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _SECRET_PATTERNS[1].sub(lambda m: f"{m['key']}***", text)
+    return _SECRET_PATTERNS[1].sub(_mask_keyed, text)
 
 
 def clip(text: str | None) -> str | None:

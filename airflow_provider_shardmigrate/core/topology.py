@@ -1,4 +1,4 @@
-"""The shard topology file (DESIGN 2.2): which shards exist, in which order, and how drift is watched.
+"""The shard topology file: which shards exist, in which order, and how drift is watched.
 
 The order of ``shards`` is the rollout order of every strategy. Shard ids are compared case-insensitively
 (``Shard-1`` and ``shard-1`` are the same shard) because they end up in task ids, history and reports
@@ -19,8 +19,9 @@ import yaml
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError, Problem, raise_if_problems
 
-SHARD_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+#: Matched with ``fullmatch``: a ``$`` would let a trailing newline through into task ids and lookups.
+SHARD_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+CONN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 
 
 class DriftDepth(StrEnum):
@@ -54,6 +55,9 @@ class Topology:
     shards: tuple[Shard, ...]
     drift: DriftSettings = field(default_factory=DriftSettings)
     source: str = "<topology>"
+    #: Follow symbolic links that lead out of the migrations folder (refused by default: a link can make
+    #: a DAG run a file nobody reviewed with the migrations).
+    allow_symlinks: bool = False
 
     @property
     def active_shards(self) -> tuple[Shard, ...]:
@@ -72,7 +76,7 @@ class Topology:
 
 _SHARD_KEYS = {"id", "conn_id", "active"}
 _DRIFT_KEYS = {"schedule", "baseline", "depth", "critical_tables", "grace_period"}
-_TOP_KEYS = {"shards", "drift"}
+_TOP_KEYS = {"shards", "drift", "allow_symlinks"}
 
 
 def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]:
@@ -92,7 +96,7 @@ def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]
             )
         shard_id, conn_id, active = item.get("id"), item.get("conn_id"), item.get("active", True)
         ok = True
-        if not isinstance(shard_id, str) or not SHARD_ID_PATTERN.match(shard_id):
+        if not isinstance(shard_id, str) or not SHARD_ID_PATTERN.fullmatch(shard_id):
             problems.append(
                 Problem(
                     f"shard id {shard_id!r} must be 1-100 letters, digits, '_', '.', '-' (starting with a letter or "
@@ -114,7 +118,7 @@ def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]
             ok = False
         else:
             seen[shard_id.casefold()] = index
-        if not isinstance(conn_id, str) or not CONN_ID_PATTERN.match(conn_id):
+        if not isinstance(conn_id, str) or not CONN_ID_PATTERN.fullmatch(conn_id):
             problems.append(Problem(f"conn_id {conn_id!r} must name an Airflow connection", source, f"{where}.conn_id"))
             ok = False
         if not isinstance(active, bool):
@@ -200,8 +204,11 @@ def parse_topology(data: Any, source: str = "<topology>") -> Topology:
         problems.append(Problem("missing; list every shard with its id and conn_id", source, "shards"))
     shards = _parse_shards(data.get("shards", []), source, problems) if "shards" in data else []
     drift = _parse_drift(data.get("drift"), shards, source, problems)
+    allow_symlinks = data.get("allow_symlinks", False)
+    if not isinstance(allow_symlinks, bool):
+        problems.append(Problem(f"must be true or false, got {allow_symlinks!r}", source, "allow_symlinks"))
     raise_if_problems(problems, InvalidTopologyError, f"topology '{source}' is invalid")
-    return Topology(shards=tuple(shards), drift=drift, source=source)
+    return Topology(shards=tuple(shards), drift=drift, source=source, allow_symlinks=allow_symlinks is True)
 
 
 def load_topology(path: str | Path) -> Topology:

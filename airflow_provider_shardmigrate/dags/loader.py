@@ -5,20 +5,25 @@ A DAG file holds one line::
     globals().update(load_migration_dags("migrations", topology="shards.yaml"))
 
 A broken migration folder does not stop the others from loading: it becomes a DAG of the same id that
-shows the error (description, docs, a failing task), so the problem is visible in the UI. A broken
-topology breaks every migration alike and is raised as the file's import error.
+shows the error (description, docs, a failing task), so the problem is visible in the UI. A folder whose
+name is not a valid migration id (a space, a quote, a newline...) cannot give its name to a DAG: its
+stand-in is ``shardmigrate__invalid__<name made safe>__<hash of the name>``. A broken topology breaks
+every migration alike and is raised as the file's import error.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.core.errors import ShardMigrateError
-from airflow_provider_shardmigrate.core.scripts import load_migrations
+from airflow_provider_shardmigrate.core.scripts import MIGRATION_ID_PATTERN, load_migrations
 from airflow_provider_shardmigrate.core.topology import load_topology
 from airflow_provider_shardmigrate.dags.common import (
+    DAG_PREFIX,
     dag_defaults,
     migration_dag_id,
     rollback_dag_id,
@@ -39,6 +44,33 @@ def resolve(path: str | Path, base: Path) -> Path:
     return candidate if candidate.is_absolute() else (base / candidate)
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def invalid_dag_id(folder_name: str) -> str:
+    """The DAG id of the stand-in for a broken folder: ``shardmigrate__<id>`` when the name is a valid
+    migration id, else a valid DAG id derived from it -- stable across parses (a hash of the exact name,
+    so names that differ only in unsafe characters stay apart)."""
+    if MIGRATION_ID_PATTERN.fullmatch(folder_name):
+        return migration_dag_id(folder_name)
+    safe = _UNSAFE.sub("_", folder_name).strip("_.-")[:100] or "folder"
+    digest = hashlib.sha256(folder_name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{DAG_PREFIX}invalid__{safe}__{digest}"
+
+
+def _stand_in_docs(migration_id: str, dag_id: str, message: str) -> str:
+    if dag_id == migration_dag_id(migration_id):
+        head = f"### Migration `{migration_id}` cannot run"
+    else:
+        head = (
+            f"### Migration folder {migration_id!r} cannot run\n\nThe folder name {migration_id!r} is not a valid "
+            "migration id: the id is the folder name, and it becomes DAG ids and the key of every shard's history "
+            "row, so it may only hold letters, digits, '_', '.' and '-'. This stand-in DAG is named "
+            f"`{dag_id}` instead; rename the folder."
+        )
+    return f"{head}\n\n```\n{message}\n```\n\nFix the folder; the DAG is rebuilt at the next parse."
+
+
 def build_invalid_migration_dag(migration_id: str, error: Exception) -> DAG:
     """A stand-in DAG for a migration that cannot be built: its description and task say why."""
     from airflow.sdk import DAG
@@ -46,12 +78,12 @@ def build_invalid_migration_dag(migration_id: str, error: Exception) -> DAG:
     from airflow_provider_shardmigrate.operators.invalid import InvalidMigrationOperator
 
     message = str(error)
+    dag_id = invalid_dag_id(migration_id)
     with DAG(
-        migration_dag_id(migration_id),
+        dag_id,
         **dag_defaults(
             description=f"INVALID: {message.splitlines()[0]}"[:500],
-            doc_md=f"### Migration `{migration_id}` cannot run\n\n```\n{message}\n```\n\nFix the folder; the DAG is "
-            "rebuilt at the next parse.",
+            doc_md=_stand_in_docs(migration_id, dag_id, message),
             tags=["shardmigrate", "invalid"],
         ),
     ) as dag:
@@ -80,7 +112,7 @@ def load_migration_dags(
 
     base = Path(base_dir) if base_dir is not None else _caller_dir()
     shard_topology = load_topology(resolve(topology, base))
-    found = load_migrations(resolve(migrations, base))
+    found = load_migrations(resolve(migrations, base), allow_symlinks=shard_topology.allow_symlinks)
     # A worker parsing the file to run one task only needs that task's DAG.
     wanted = get_parsing_context().dag_id
     dags: dict[str, Any] = {}
@@ -97,6 +129,6 @@ def load_migration_dags(
                 raise
             dags[ids[0]] = build_invalid_migration_dag(migration.id, exc)
     for migration_id, error in found.broken.items():
-        if wanted is None or wanted == migration_dag_id(migration_id):
-            dags[migration_dag_id(migration_id)] = build_invalid_migration_dag(migration_id, error)
+        if wanted is None or wanted == invalid_dag_id(migration_id):
+            dags[invalid_dag_id(migration_id)] = build_invalid_migration_dag(migration_id, error)
     return dags

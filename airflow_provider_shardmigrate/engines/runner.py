@@ -2,16 +2,26 @@
 
 lock -> history check -> apply (one transaction where the engine allows it, statement by statement with
 a ``running`` row where it does not) -> history row -> unlock. Every failure becomes a ShardStatus
-with an error code; nothing raises out of here, so a caller can always report the shard truthfully.
+with an error code, so a caller can always report the shard truthfully -- except what is not an
+``Exception``: Airflow's ``AirflowTaskTimeout`` (``execution_timeout``), ``AirflowTaskTerminated``,
+``KeyboardInterrupt``, ``SystemExit``. Those propagate (Airflow fails, retries and logs the task as it
+should), after the lock is released and the history row says how far the shard got.
+
+Scripts are split before the lock is taken (and once per process per script, see core/sqltext.py):
+splitting a large script must not hold a shard's lock.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import FrameType, TracebackType
+from typing import Any
 
 from airflow_provider_shardmigrate.core.deadline import Deadline
 from airflow_provider_shardmigrate.core.errors import (
@@ -67,6 +77,83 @@ def _script(migration: Migration, direction: str, engine: ShardEngine) -> str:
     return found[1]
 
 
+def _steps(migration: Migration, direction: str, engine: ShardEngine) -> list[Step]:
+    """The statements of the script this engine runs, split before any lock is taken."""
+    steps = engine.split(_script(migration, direction, engine))
+    if not steps:
+        raise InvalidScriptError(
+            f"the {engine.variant} {direction} script of migration '{migration.id}' holds no statement",
+            shard_id=engine.shard_id,
+        )
+    return steps
+
+
+_RELAYED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGALRM", "SIGTERM", "SIGINT") if hasattr(signal, name))
+
+
+class _Interrupts:
+    """Remember what a signal handler raised while a shard is worked on, and re-raise it.
+
+    Airflow's ``execution_timeout`` raises ``AirflowTaskTimeout`` from a SIGALRM handler, which Python
+    runs wherever the main thread is -- also inside a database driver's callback (SQLite's progress
+    handler), where the driver swallows it and reports an "interrupted" statement instead. The engine's
+    error would then be reported as ours; this relay re-raises the real cause once the engine unwound.
+    Handlers are wrapped only in the main thread (the only one Python runs them in) and restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.pending: BaseException | None = None
+        self._saved: dict[int, Any] = {}
+
+    def _wrap(self, handler: Callable[[int, FrameType | None], Any]) -> Callable[[int, FrameType | None], Any]:
+        def relay(signum: int, frame: FrameType | None) -> Any:
+            try:
+                return handler(signum, frame)
+            except BaseException as exc:
+                self.pending = exc
+                raise
+
+        return relay
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _RELAYED_SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    self._saved[signum] = handler
+                    signal.signal(signum, self._wrap(handler))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        pending = self.pending
+        # Re-raised also when the work went on (a driver swallowed it and did not stop): Airflow asked to stop.
+        if pending is not None and exc is not pending and (exc is None or isinstance(exc, Exception)):
+            raise pending from exc
+
+    def cause(self, exc: BaseException) -> BaseException:
+        """What really stopped the work: a swallowed signal exception, else ``exc``."""
+        return self.pending if self.pending is not None else exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ShardMigrateError):
+        return exc.message
+    return str(exc) if isinstance(exc, Exception) else f"{type(exc).__name__}: {exc}"
+
+
+def _save_failure(engine: ShardEngine, record: HistoryRecord) -> None:
+    """Record a failure; a row that cannot be written (connection gone) must not hide the failure itself --
+    the row then still says ``running`` at the last completed statement, which is true."""
+    try:
+        engine.save_history(record)
+    except Exception as exc:
+        log.error("shard %s: could not record the failure in the history row: %s", engine.shard_id, exc)
+
+
 def failure_status(shard: Shard, started: float, exc: BaseException, default: ErrorCode) -> ShardStatus:
     if isinstance(exc, ShardMigrateError):
         code, message = exc.code, exc.message
@@ -90,32 +177,39 @@ def apply_to_shard(
     """Apply ``migration`` to ``shard`` and say what happened; never raises for a shard-level failure."""
     started = time.monotonic()
     try:
-        deadline = Deadline(migration.options.per_shard_timeout)
-        with engine_factory(shard) as engine:
-            script = _script(migration, "up", engine)
-            with engine.migration_lock(deadline):
-                if not dry_run:
-                    engine.ensure_history_table()
-                row = engine.read_history(migration.id)
-                decision = decide_apply(row, migration.checksum)
-                if decision.action is ApplyAction.SKIP:
-                    return ShardStatus(shard.id, Outcome.ALREADY_APPLIED, _elapsed_ms(started), None, decision.reason)
-                if decision.action is ApplyAction.REFUSE:
-                    raise InvalidScriptError(decision.reason, shard_id=shard.id)
-                steps = engine.split(script)
-                if not steps:
-                    raise InvalidScriptError(f"the {engine.variant} up script holds no statement", shard_id=shard.id)
-                if dry_run:
-                    todo = len(steps) - decision.start_at
-                    note = f"would run {todo} statement(s)" + (f"; {decision.reason}" if decision.start_at else "")
-                    return ShardStatus(shard.id, Outcome.WOULD_APPLY, _elapsed_ms(started), None, note)
-                _apply(engine, migration, steps, decision.start_at, deadline, run, started)
-                return ShardStatus(shard.id, Outcome.SUCCEEDED, _elapsed_ms(started))
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
+        with _Interrupts() as interrupts:
+            return _apply_to_shard(shard, migration, dry_run, run, engine_factory(shard), started, interrupts)
+    except Exception as exc:
         log.warning("shard %s: %s", shard.id, exc)
         return failure_status(shard, started, exc, ErrorCode.MIGRATION_FAILED)
+
+
+def _apply_to_shard(
+    shard: Shard,
+    migration: Migration,
+    dry_run: bool,
+    run: RunInfo,
+    engine: ShardEngine,
+    started: float,
+    interrupts: _Interrupts,
+) -> ShardStatus:
+    steps = _steps(migration, "up", engine)
+    deadline = Deadline(migration.options.per_shard_timeout)
+    with engine, engine.migration_lock(deadline):
+        if not dry_run:
+            engine.ensure_history_table()
+        row = engine.read_history(migration.id)
+        decision = decide_apply(row, migration.checksum, statements=len(steps))
+        if decision.action is ApplyAction.SKIP:
+            return ShardStatus(shard.id, Outcome.ALREADY_APPLIED, _elapsed_ms(started), None, decision.reason)
+        if decision.action is ApplyAction.REFUSE:
+            raise InvalidScriptError(decision.reason, shard_id=shard.id)
+        if dry_run:
+            todo = len(steps) - decision.start_at
+            note = f"would run {todo} statement(s)" + (f"; {decision.reason}" if decision.start_at else "")
+            return ShardStatus(shard.id, Outcome.WOULD_APPLY, _elapsed_ms(started), None, note)
+        _apply(engine, migration, steps, decision.start_at, deadline, run, started, interrupts)
+        return ShardStatus(shard.id, Outcome.SUCCEEDED, _elapsed_ms(started))
 
 
 def _apply(
@@ -126,6 +220,7 @@ def _apply(
     deadline: Deadline,
     run: RunInfo,
     started: float,
+    interrupts: _Interrupts,
 ) -> None:
     record = HistoryRecord(
         migration_id=migration.id,
@@ -157,16 +252,17 @@ def _apply(
                     shard_id=engine.shard_id,
                 )
             engine.run_step(steps[index], deadline)
-        except BaseException as exc:
-            message = exc.message if isinstance(exc, ShardMigrateError) else str(exc)
-            engine.save_history(
+        except BaseException as exc:  # recorded, then re-raised whatever it is
+            message = _describe(interrupts.cause(exc))
+            _save_failure(
+                engine,
                 record.evolve(
                     status=HistoryStatus.FAILED,
                     duration_ms=_elapsed_ms(started),
                     error=redact(
                         f"statement {index + 1} of {len(steps)} failed: {message} -- {preview(str(steps[index]))}"
                     ),
-                )
+                ),
             )
             raise
         record = record.evolve(statements_applied=index + 1)
@@ -187,51 +283,9 @@ def rollback_shard(
     """Run ``down`` on a shard whose history says the migration is there; mark the row ``rolled_back``."""
     started = time.monotonic()
     try:
-        deadline = Deadline(migration.options.per_shard_timeout)
-        with engine_factory(shard) as engine:
-            script = _script(migration, "down", engine)
-            with engine.migration_lock(deadline):
-                row = engine.read_history(migration.id)
-                if row is None or (
-                    row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED) and row.statements_applied == 0
-                ):
-                    return ShardStatus(
-                        shard.id,
-                        Outcome.NOT_APPLIED,
-                        _elapsed_ms(started),
-                        None,
-                        "nothing to roll back: not applied here",
-                    )
-                if row.status is HistoryStatus.ROLLED_BACK:
-                    when = row.rolled_back_at.isoformat() if row.rolled_back_at else "earlier"
-                    return ShardStatus(
-                        shard.id,
-                        Outcome.NOT_APPLIED,
-                        _elapsed_ms(started),
-                        None,
-                        f"nothing to roll back: already rolled back ({when})",
-                    )
-                if row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED):
-                    raise RollbackFailedError(
-                        f"migration is partially applied ({row.statements_applied} of {row.statements_total} "
-                        "statements); the down script assumes a complete apply -- resume the migration first, or "
-                        "repair the shard by hand",
-                        shard_id=shard.id,
-                    )
-                steps = engine.split(script)
-                if dry_run:
-                    return ShardStatus(
-                        shard.id,
-                        Outcome.WOULD_ROLL_BACK,
-                        _elapsed_ms(started),
-                        None,
-                        f"would roll back ({len(steps)} statement(s))",
-                    )
-                _rollback(engine, row, steps, deadline, run, started, transactional=migration.options.transactional)
-                return ShardStatus(shard.id, Outcome.ROLLED_BACK, _elapsed_ms(started))
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
+        with _Interrupts() as interrupts:
+            return _rollback_shard(shard, migration, dry_run, run, engine_factory(shard), started, interrupts)
+    except Exception as exc:
         log.warning("shard %s: rollback failed: %s", shard.id, exc)
         status = failure_status(shard, started, exc, ErrorCode.ROLLBACK_FAILED)
         if status.error_code in (ErrorCode.MIGRATION_FAILED.value,):
@@ -245,13 +299,48 @@ def rollback_shard(
         return status
 
 
+def _rollback_shard(
+    shard: Shard,
+    migration: Migration,
+    dry_run: bool,
+    run: RunInfo,
+    engine: ShardEngine,
+    started: float,
+    interrupts: _Interrupts,
+) -> ShardStatus:
+    steps = _steps(migration, "down", engine)
+    deadline = Deadline(migration.options.per_shard_timeout)
+    with engine, engine.migration_lock(deadline):
+        row = engine.read_history(migration.id)
+        if row is None or (row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED) and row.statements_applied == 0):
+            note = "nothing to roll back: not applied here"
+            return ShardStatus(shard.id, Outcome.NOT_APPLIED, _elapsed_ms(started), None, note)
+        if row.status is HistoryStatus.ROLLED_BACK:
+            when = row.rolled_back_at.isoformat() if row.rolled_back_at else "earlier"
+            note = f"nothing to roll back: already rolled back ({when})"
+            return ShardStatus(shard.id, Outcome.NOT_APPLIED, _elapsed_ms(started), None, note)
+        if row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED):
+            raise RollbackFailedError(
+                f"migration is partially applied ({row.statements_applied} of {row.statements_total} "
+                "statements); the down script assumes a complete apply -- resume the migration first, or "
+                "repair the shard by hand",
+                shard_id=shard.id,
+            )
+        if dry_run:
+            note = f"would roll back ({len(steps)} statement(s))"
+            return ShardStatus(shard.id, Outcome.WOULD_ROLL_BACK, _elapsed_ms(started), None, note)
+        transactional = migration.options.transactional
+        _rollback(engine, row, steps, deadline, run, interrupts, transactional=transactional)
+        return ShardStatus(shard.id, Outcome.ROLLED_BACK, _elapsed_ms(started))
+
+
 def _rollback(
     engine: ShardEngine,
     row: HistoryRecord,
     steps: list[Step],
     deadline: Deadline,
     run: RunInfo,
-    started: float,
+    interrupts: _Interrupts,
     *,
     transactional: bool = True,
 ) -> None:
@@ -270,12 +359,13 @@ def _rollback(
     for index, step in enumerate(steps):
         try:
             engine.run_step(step, deadline)
-        except BaseException as exc:
-            message = exc.message if isinstance(exc, ShardMigrateError) else str(exc)
+        except BaseException as exc:  # recorded, then re-raised whatever it is
+            message = _describe(interrupts.cause(exc))
             # The row keeps status 'applied' (the schema may still hold most of the migration) and says
             # where the down script stopped.
-            engine.save_history(
-                row.evolve(error=redact(f"rollback stopped at statement {index + 1} of {len(steps)}: {message}"))
+            _save_failure(
+                engine,
+                row.evolve(error=redact(f"rollback stopped at statement {index + 1} of {len(steps)}: {message}")),
             )
             raise
     engine.save_history(done)
@@ -319,7 +409,5 @@ def baseline_shard(
                 )
             )
             return ShardStatus(shard.id, Outcome.SUCCEEDED, _elapsed_ms(started), None, "baselined")
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
+    except Exception as exc:  # what is not an Exception (a timeout, a kill) propagates
         return failure_status(shard, started, exc, ErrorCode.MIGRATION_FAILED)

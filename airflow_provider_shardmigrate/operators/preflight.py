@@ -108,7 +108,6 @@ class MigrationPreflightOperator(BaseOperator):
         return self._check_drift(context, migration)
 
     def _check_drift(self, context: Context, migration: Any) -> dict[str, Any]:
-        from airflow_provider_shardmigrate.core.errors import DriftDetectedError, SchemaComparisonFailedError
         from airflow_provider_shardmigrate.core.topology import Shard
         from airflow_provider_shardmigrate.engines.preflight import check_touched_tables
 
@@ -121,26 +120,9 @@ class MigrationPreflightOperator(BaseOperator):
             "already_applied": len(result.already_applied),
             "unreadable": dict(list(result.unreadable.items())[:20]),
         }
-        if result.unreadable:
-            listing = "; ".join(f"{shard}: {reason}" for shard, reason in list(result.unreadable.items())[:10])
-            self._refuse(
-                context,
-                SchemaComparisonFailedError(
-                    f"the preflight could not read {len(result.unreadable)} shard(s), so it cannot say the tables "
-                    f"this migration touches agree: {listing}"
-                ),
-                summary,
-            )
-        if not result.ok:
-            self._refuse(
-                context,
-                DriftDetectedError(
-                    "the tables this migration touches already differ between the shards it would migrate; "
-                    "fix the drift (see the drift DAG) or set validate_before_apply: false in migration.yaml\n"
-                    + result.describe()
-                ),
-                summary,
-            )
+        error = result.error()
+        if error is not None:
+            self._refuse(context, error, summary)
         self.log.info(
             "preflight: tables %s are identical on every shard still to migrate (%d already applied)",
             ", ".join(result.tables) or "(none)",

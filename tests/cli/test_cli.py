@@ -105,3 +105,39 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(SystemExit, match="was not made by"):
         main(["demo", "--workdir", str(tmp_path)])
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_what_validate_passes_the_engines_run_a_long_insert(
+    tmp_path, write_migration, sqlite_fleet, capsys, monkeypatch
+):
+    """A 1,249-row INSERT (15 KB) passed validate and then broke sqlparse at run time (issue 9, bug 3)."""
+    from airflow_provider_shardmigrate.core.scripts import load_migration
+    from airflow_provider_shardmigrate.core.topology import Shard
+    from airflow_provider_shardmigrate.engines.runner import apply_to_shard
+
+    sqlite_fleet.add("s0")
+    (tmp_path / "shards.yaml").write_text(sqlite_fleet.topology())
+    rows = ",\n".join(f"({i}, 'customer {i}; the {i}th')" for i in range(100, 1_349))
+    folder = write_migration(
+        "005_bulk", up=f"INSERT INTO customers (id, name) VALUES\n{rows};\nCREATE INDEX i ON customers (name);"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "up.sql: 2" in out and "down.sql: 1" in out  # validate split the scripts as the engines will
+
+    status = apply_to_shard(Shard("s0", "s0"), load_migration(folder))
+
+    assert status.outcome == "succeeded", status
+    assert sqlite_fleet.query("s0", "SELECT count(*) FROM customers") == [(3 + 1_249,)]
+
+
+def test_validate_follows_the_topologys_allow_symlinks(tmp_path, write_migration, capsys, monkeypatch):
+    root = project(tmp_path, write_migration)
+    outside = write_migration("shared", root=tmp_path / "elsewhere")
+    (root / "migrations" / "003_linked").symlink_to(outside, target_is_directory=True)
+    monkeypatch.chdir(root)
+    assert main(["validate"]) == 1
+    assert "outside the migrations folder" in " ".join(capsys.readouterr().out.split())
+    (root / "shards.yaml").write_text(TOPOLOGY + "allow_symlinks: true\n")
+    assert main(["validate"]) == 0

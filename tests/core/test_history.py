@@ -97,3 +97,38 @@ def test_partial_with_changed_checksum_is_refused(status: HistoryStatus) -> None
     assert decision.start_at == 0
     assert OLD in decision.reason and NEW in decision.reason
     assert "2 of 5" in decision.reason
+
+
+# --- counters out of range are an error, never a guess (issue 9, bug 8) ------------------------------------
+
+
+@pytest.mark.parametrize("status", [HistoryStatus.RUNNING, HistoryStatus.FAILED])
+@pytest.mark.parametrize(
+    ("applied", "total", "statements", "says"),
+    [
+        (-1, 3, 3, "statements_applied=-1"),  # made statement 2 run twice (steps[-1])
+        (4, 3, 3, "statements_applied=4"),  # would mark applied without running anything
+        (1, -2, 3, "statements_total=-2"),
+        (2, 5, 3, "statements_total=5"),  # the row counted another script than the one that hashes the same
+        (0, -1, 3, "statements_total=-1"),
+    ],
+)
+def test_out_of_range_counters_are_refused_naming_the_row(
+    status: HistoryStatus, applied: int, total: int, statements: int, says: str
+) -> None:
+    decision = decide_apply(row(status, NEW, applied, total), NEW, statements=statements)
+    assert decision.action is ApplyAction.REFUSE
+    assert "history row '001_x'" in decision.reason and "shardmigrate_history" in decision.reason
+    assert says in decision.reason
+
+
+@pytest.mark.parametrize("status", [HistoryStatus.RUNNING, HistoryStatus.FAILED])
+def test_counters_in_range_resume_or_finish(status: HistoryStatus) -> None:
+    assert decide_apply(row(status, NEW, 3, 3), NEW, statements=3).start_at == 3  # all ran; only the row is left
+    assert decide_apply(row(status, NEW, 1, 3), NEW, statements=3).start_at == 1
+    assert decide_apply(row(status, OLD, 0, 7), NEW, statements=3).action is ApplyAction.APPLY  # nothing ran
+
+
+def test_a_negative_counter_is_refused_even_without_the_script_count() -> None:
+    decision = decide_apply(row(HistoryStatus.RUNNING, NEW, -1, 3), NEW)
+    assert decision.action is ApplyAction.REFUSE and "statements_applied=-1" in decision.reason

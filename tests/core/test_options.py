@@ -150,3 +150,18 @@ def test_max_parallelism_one_and_fractional_timeout_are_fine() -> None:
     assert problems == []
     assert options.max_parallelism == 1
     assert options.per_shard_timeout == 0.25
+
+
+# --- per_shard_timeout fits every engine's timeout setting (issue 9, bug 5) --------------------------------
+
+
+def test_per_shard_timeout_above_what_postgresql_accepts_is_refused_naming_the_field() -> None:
+    options, problems = parse_options({"per_shard_timeout": 2_147_484}, "m/migration.yaml")
+    assert [(p.source, p.field) for p in problems] == [("m/migration.yaml", "per_shard_timeout")]
+    assert "2,147,483" in problems[0].message and "statement_timeout" in problems[0].message
+    assert options.per_shard_timeout == 300.0  # the default, never the bad value
+
+
+def test_per_shard_timeout_at_the_bound_is_accepted() -> None:
+    options, problems = parse_options({"per_shard_timeout": 2_147_483}, "m/migration.yaml")
+    assert problems == [] and options.per_shard_timeout == 2_147_483.0

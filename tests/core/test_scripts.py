@@ -497,9 +497,9 @@ def test_load_migrations_sorted_and_broken_ones_reported(write_migration: WriteM
 
 
 def test_load_migrations_sorts_by_id_not_by_creation(write_migration: WriteMigration, tmp_path: Path) -> None:
-    for name in ["b", "10", "a", "2", "A"]:
+    for name in ["b", "10", "a", "2", "Z"]:
         write_migration(name)
-    assert [m.id for m in load_migrations(tmp_path / "migrations").migrations] == sorted(["b", "10", "a", "2", "A"])
+    assert [m.id for m in load_migrations(tmp_path / "migrations").migrations] == sorted(["b", "10", "a", "2", "Z"])
 
 
 def test_load_migrations_empty_and_missing_root(tmp_path: Path) -> None:
@@ -551,3 +551,114 @@ def test_mongo_scripts_only_for_mongo(write_migration: WriteMigration) -> None:
     mongo_only = load_migration(folder)
     assert mongo_only.script_for("up", "postgres") is None
     assert mongo_only.script_for("up", "sqlite") is None
+
+
+# --- hostile folders and scripts (issue 9) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["up", "down"])
+@pytest.mark.parametrize("text", ["-- nothing to do\n", "/* only a comment */;\n  ;\n", "-- a\n-- b; c\n"])
+def test_a_script_without_a_statement_is_rejected_naming_the_file(
+    write_migration: WriteMigration, which: str, text: str
+) -> None:
+    folder = write_migration("001", **{which: text})
+    error = invalid(folder)
+    assert sources(error) == [str(folder / f"{which}.sql")]
+    assert "holds no SQL statement" in str(error)
+
+
+def test_a_variant_without_a_statement_is_rejected(write_migration: WriteMigration) -> None:
+    folder = write_migration("001", extra={"down.mysql.sql": "-- MySQL drops it with the table\n"})
+    assert sources(invalid(folder)) == [str(folder / "down.mysql.sql")]
+
+
+def test_a_script_above_the_size_limit_is_refused_naming_the_file(
+    write_migration: WriteMigration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_shardmigrate.core import scripts
+
+    monkeypatch.setattr(scripts, "MAX_SCRIPT_BYTES", 1000)
+    folder = write_migration("001", up="INSERT INTO t VALUES " + ", ".join(["(1)"] * 400) + ";")
+    error = invalid(folder)
+    assert sources(error) == [str(folder / "up.sql")]
+    assert "above the limit of 1,000 bytes" in str(error)
+
+
+def test_a_long_insert_loads_and_splits_as_one_statement(write_migration: WriteMigration) -> None:
+    from airflow_provider_shardmigrate.core.sqltext import split_sql
+
+    rows = ",\n".join(f"({i}, 'name {i}; with a semicolon')" for i in range(1_249))
+    migration = load_migration(write_migration("001", up=f"INSERT INTO customers (id, name) VALUES\n{rows};"))
+    assert len(split_sql(migration.scripts["up.sql"])) == 1
+
+
+@pytest.mark.parametrize("name", ["m001\n", "m001 ", "a;b", "it's", 'say"hi"'])
+def test_folder_names_with_a_trailing_newline_or_odd_characters_are_refused(
+    write_migration: WriteMigration, tmp_path: Path, name: str
+) -> None:
+    folder = write_migration(name)
+    error = invalid(folder)
+    assert "migration id" in str(error)
+    found = load_migrations(tmp_path / "migrations")
+    assert list(found.broken) == [name] and found.migrations == ()
+
+
+def test_ids_that_differ_only_by_case_are_both_refused_naming_both(
+    write_migration: WriteMigration, tmp_path: Path
+) -> None:
+    write_migration("m010_Orders")
+    write_migration("m010_orders")
+    write_migration("m011_other")
+    found = load_migrations(tmp_path / "migrations")
+    assert [m.id for m in found.migrations] == ["m011_other"]
+    assert sorted(found.broken) == ["m010_Orders", "m010_orders"]
+    for name, error in found.broken.items():
+        assert error.code == ErrorCode.INVALID_SCRIPT
+        assert "m010_Orders" in str(error) and "m010_orders" in str(error)
+        assert "case" in str(error)
+        assert [p.source for p in error.problems] == [str(tmp_path / "migrations" / name)]
+
+
+def outside_target(tmp_path: Path, write_migration: WriteMigration) -> Path:
+    return write_migration("elsewhere", root=tmp_path / "outside")
+
+
+def test_a_symlinked_folder_pointing_outside_the_root_is_refused(
+    write_migration: WriteMigration, tmp_path: Path
+) -> None:
+    root = tmp_path / "migrations"
+    write_migration("001_ok")
+    (root / "002_linked").symlink_to(outside_target(tmp_path, write_migration), target_is_directory=True)
+    found = load_migrations(root)
+    assert [m.id for m in found.migrations] == ["001_ok"]
+    error = found.broken["002_linked"]
+    assert error.code == ErrorCode.INVALID_SCRIPT
+    assert str(root / "002_linked") in str(error) and "outside the migrations folder" in str(error)
+    assert "allow_symlinks" in str(error)
+    allowed = load_migrations(root, allow_symlinks=True)
+    assert [m.id for m in allowed.migrations] == ["001_ok", "002_linked"]
+
+
+@pytest.mark.parametrize("name", ["up.sql", "migration.yaml"])
+def test_a_symlinked_file_pointing_outside_the_root_is_refused(
+    write_migration: WriteMigration, tmp_path: Path, name: str
+) -> None:
+    root = tmp_path / "migrations"
+    folder = write_migration("001_linked")
+    target = tmp_path / "outside.txt"
+    target.write_text("CREATE TABLE stolen (id int);" if name == "up.sql" else "description: elsewhere\n")
+    (folder / name).unlink(missing_ok=True)
+    (folder / name).symlink_to(target)
+    error = load_migrations(root).broken["001_linked"]
+    assert str(folder / name) in [p.source for p in error.problems]
+    assert "outside the migrations folder" in str(error)
+    assert [m.id for m in load_migrations(root, allow_symlinks=True).migrations] == ["001_linked"]
+
+
+def test_symlinks_inside_the_root_are_followed(write_migration: WriteMigration, tmp_path: Path) -> None:
+    root = tmp_path / "migrations"
+    first = write_migration("001_a")
+    second = write_migration("002_b")
+    (second / "down.sql").unlink()
+    (second / "down.sql").symlink_to(first / "down.sql")
+    assert [m.id for m in load_migrations(root).migrations] == ["001_a", "002_b"]

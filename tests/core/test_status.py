@@ -97,6 +97,7 @@ def test_xcom_error_message_is_redacted_and_clipped() -> None:
         ("passwd: topsecret, next", "passwd: ***, next"),
         ("{'user': 'u', 'password': 'hunter2'}", "{'user': 'u', 'password': ***}"),
         ('{"password": "hunter2", "host": "h"}', '{"password": ***, "host": "h"}'),
+        ("(using password: hunter2)", "(using password: ***"),  # only YES / NO are MySQL's words
     ],
 )
 def test_redact_masks_credentials(text: str, expected: str) -> None:
@@ -110,10 +111,18 @@ def test_redact_masks_credentials(text: str, expected: str) -> None:
         "no such table: orders",
         "column password_hash does not exist",
         "https://example.com/docs?page=1",
+        # MySQL/MariaDB's access-denied message says whether a password was sent, not the password
+        "(1045, \"Access denied for user 'root'@'localhost' (using password: YES)\")",
+        "Access denied for user 'app'@'10.0.0.1' (using password: NO)",
     ],
 )
 def test_redact_leaves_harmless_text_alone(text: str) -> None:
     assert redact(text) == text
+
+
+def test_redact_masks_a_password_next_to_mysqls_phrase() -> None:
+    text = "Access denied (using password: YES); connect args password=hunter2"
+    assert redact(text) == "Access denied (using password: YES); connect args password=***"
 
 
 def test_clip() -> None:

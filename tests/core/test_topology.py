@@ -363,3 +363,22 @@ def test_single_problem_message_is_the_problem(tmp_path: Path) -> None:
     assert error.message == str(error.problems[0])
     assert error.message.startswith(f"{path}: field 'shards[0].conn_id'")
     assert "\n" not in str(error)  # not listed twice
+
+
+# --- hardening (issue 9) -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "item"), [("id", '{id: "a\\n", conn_id: c}'), ("conn_id", '{id: a, conn_id: "c\\n"}')]
+)
+def test_a_trailing_newline_is_not_part_of_a_valid_id(tmp_path: Path, field: str, item: str) -> None:
+    error, _ = load_error(tmp_path, shards_yaml(f"  - {item}\n"))
+    assert fields_of(error) == [f"shards[0].{field}"]
+
+
+def test_allow_symlinks_defaults_to_false_and_must_be_a_bool(tmp_path: Path) -> None:
+    assert load_topology(write(tmp_path, "shards: []\n")).allow_symlinks is False
+    assert load_topology(write(tmp_path, "shards: []\nallow_symlinks: true\n")).allow_symlinks is True
+    error, _ = load_error(tmp_path, "shards: []\nallow_symlinks: 'yes'\n")
+    assert fields_of(error) == ["allow_symlinks"]
+    assert "true or false" in str(error)

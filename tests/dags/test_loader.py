@@ -133,3 +133,59 @@ def test_absolute_paths_and_base_dir(tmp_path, write_migration):
     assert sorted(dags) == ["shardmigrate__001_good", "shardmigrate__002_other"]
     relative = load_migration_dags("migrations", topology="shards.yaml", base_dir=folder)
     assert len(relative) == 4
+
+
+# --- hostile folder names (issue 9) --------------------------------------------------------------------------
+
+HOSTILE = ["has space", "it's", 'say"hi"', "a;b", "trailing\n", "ünïcode`name"]
+
+
+def test_folder_names_that_cannot_be_dag_ids_become_stand_ins_and_the_others_load(tmp_path, write_migration):
+    folder = dags_folder(tmp_path, write_migration)
+    for name in HOSTILE:
+        write_migration(name, root=folder / "migrations")
+    bag = parse(folder)
+    assert bag.import_errors == {}
+    assert {"shardmigrate__001_good", "shardmigrate__002_other__rollback"} <= set(bag.dags)
+    stand_ins = {dag_id: dag for dag_id, dag in bag.dags.items() if "invalid" in dag.tags}
+    assert len(stand_ins) == len(HOSTILE)  # one each, none colliding
+    for dag_id, dag in stand_ins.items():
+        assert dag_id.startswith("shardmigrate__invalid__")
+        assert dag.task_ids == ["invalid_migration"]
+        assert "is not a valid migration id" in dag.doc_md and "rename the folder" in dag.doc_md
+        assert dag.description.startswith("INVALID: [shardmigrate.invalid_script]")
+    assert sorted(parse(folder).dags) == sorted(bag.dags)  # stable across parses
+
+
+def test_invalid_dag_ids_are_stable_valid_and_distinct():
+    import re
+
+    from airflow_provider_shardmigrate.dags.loader import invalid_dag_id
+
+    ids = [invalid_dag_id(name) for name in [*HOSTILE, "has_space", "x" * 400]]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) <= 250 and re.fullmatch(r"[\w.-]+", i) for i in ids)
+    assert invalid_dag_id("has space") == invalid_dag_id("has space")
+    assert invalid_dag_id("001_good") == "shardmigrate__001_good"  # a valid id keeps its DAG id
+
+
+def test_ids_that_differ_only_by_case_are_both_stand_ins(tmp_path, write_migration):
+    folder = dags_folder(tmp_path, write_migration)
+    write_migration("m010_Orders", root=folder / "migrations")
+    write_migration("m010_orders", root=folder / "migrations")
+    bag = parse(folder)
+    assert bag.import_errors == {}
+    for dag_id in ("shardmigrate__m010_Orders", "shardmigrate__m010_orders"):
+        dag = bag.dags[dag_id]
+        assert "invalid" in dag.tags and "differ only by case" in dag.doc_md
+    assert "shardmigrate__m010_orders__rollback" not in bag.dags
+
+
+def test_allow_symlinks_in_the_topology_lets_the_loader_follow_links(tmp_path, write_migration):
+    folder = dags_folder(tmp_path, write_migration)
+    outside = write_migration("shared", root=tmp_path / "elsewhere")
+    (folder / "migrations" / "003_linked").symlink_to(outside, target_is_directory=True)
+    refused = parse(folder).dags["shardmigrate__003_linked"]
+    assert "invalid" in refused.tags and "outside the migrations folder" in refused.doc_md
+    (folder / "shards.yaml").write_text(TOPOLOGY + "allow_symlinks: true\n")
+    assert "invalid" not in parse(folder).dags["shardmigrate__003_linked"].tags
