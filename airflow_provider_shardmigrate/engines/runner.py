@@ -91,7 +91,7 @@ def apply_to_shard(
     started = time.monotonic()
     try:
         deadline = Deadline(migration.options.per_shard_timeout)
-        with engine_factory(shard) as engine:
+        with engine_factory(shard).connected(deadline) as engine:
             script = _script(migration, "up", engine)
             with engine.migration_lock(deadline):
                 if not dry_run:
@@ -188,7 +188,7 @@ def rollback_shard(
     started = time.monotonic()
     try:
         deadline = Deadline(migration.options.per_shard_timeout)
-        with engine_factory(shard) as engine:
+        with engine_factory(shard).connected(deadline) as engine:
             script = _script(migration, "down", engine)
             with engine.migration_lock(deadline):
                 row = engine.read_history(migration.id)
@@ -284,7 +284,7 @@ def baseline_shard(
     started = time.monotonic()
     try:
         deadline = Deadline(migration.options.per_shard_timeout)
-        with engine_factory(shard) as engine, engine.migration_lock(deadline):
+        with engine_factory(shard).connected(deadline) as engine, engine.migration_lock(deadline):
             engine.ensure_history_table()
             row = engine.read_history(migration.id)
             decision = decide_apply(row, migration.checksum)
