@@ -194,7 +194,11 @@ class SqliteEngine(DbApiEngine):
         self._guarded(lambda: self._execute("BEGIN IMMEDIATE"), deadline, "starting the transaction")
         try:
             for number, step in enumerate(steps, start=1):
-                self._guarded(partial(self._execute, step), deadline, f"running statement {number} ({preview(step)})")
+                self._guarded(
+                    partial(self._execute, step),
+                    deadline,
+                    f"running statement {number} of {len(steps)} ({preview(step)})",
+                )
             self._guarded(lambda: self._execute(_UPSERT, _to_row(record)), deadline, "writing the history row")
             self._guarded(lambda: self._execute("COMMIT"), deadline, "committing")
         except BaseException:
