@@ -4,12 +4,17 @@ ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
 FROM ${AIRFLOW_IMAGE}
 
 ARG AIRFLOW_VERSION=3.3.2
+# The extras of the shard databases the compose file migrates (PostgreSQL and MySQL shards). Add sqlite for SQLite
+# shard files, or build with --build-arg SHARDMIGRATE_EXTRAS=all for every database family.
+ARG SHARDMIGRATE_EXTRAS=postgres,mysql
 # Only what the wheel build needs (see .dockerignore): no tests, no virtualenv, no caches.
 COPY --chown=airflow:0 pyproject.toml README.md /opt/shardmigrate/
 COPY --chown=airflow:0 airflow_provider_shardmigrate /opt/shardmigrate/airflow_provider_shardmigrate
 
-# Pinning apache-airflow to the image's version keeps pip from up- or downgrading Airflow itself (the
-# image's documented way to add packages). The project pins celery < 5.7 (5.7 breaks the Celery provider).
+# Pinning apache-airflow to the image's version keeps pip from up- or downgrading Airflow itself (the image's
+# documented way to add packages). The compose file runs the CeleryExecutor, whose provider and celery come with
+# the image (the provider does not depend on them); celery 5.7 breaks the Celery provider, hence the bound.
 # The FAB provider backs the compose file's auth manager (FabAuthManager, users created by airflow-init).
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" apache-airflow-providers-fab /opt/shardmigrate \
-    && python -c "import airflow_provider_shardmigrate, airflow.providers.celery, airflow.providers.fab"
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" apache-airflow-providers-fab \
+        "celery>=5.5,<5.7" "/opt/shardmigrate[${SHARDMIGRATE_EXTRAS}]" \
+    && python -c "import airflow_provider_shardmigrate, airflow.providers.postgres, airflow.providers.mysql, airflow.providers.celery, airflow.providers.fab"

@@ -24,6 +24,8 @@ help:
 system-deps:
 	@scripts/install-system-deps.sh
 
+# The lock pins every extra (sqlite, postgres, mysql, mssql, mongo, e2e, dev): the virtualenv gets all of them, then the
+# package itself, editable, without resolving again.
 $(STAMP): requirements.lock pyproject.toml | system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
@@ -59,10 +61,11 @@ lint: install
 bench: install services
 	$(BIN)/python bench/run_all.py
 
-# Re-resolve the lock file after changing dependencies in pyproject.toml.
+# Re-resolve the lock file after changing dependencies in pyproject.toml: every extra (each database family,
+# e2e, dev), so `make install` gets all of them. The versions already in the lock are kept where they still fit.
 lock:
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION); }
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 --generate-hashes -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache shardmigrate-demo

@@ -1,160 +1,137 @@
-"""Live progress of a rollout read from Airflow's metadata DB (task instance states + per-shard XCom).
+"""Live progress of a run read from Airflow's metadata DB: the plan the run published, its task instance
+states and per-shard XComs.
 
-The seed's progress could not be read while a run was going; here it is derived from what Airflow
-already records, so the CLI's live display and the progress endpoint see the same truth as the Grid.
-Needs metadata-DB access (the api-server, the scheduler's side, or ``dag.test()``), never a worker.
+The plan comes from the run itself (the preflight task publishes it), the shard of each task instance from
+the DAG layout (dags/layout.py), and what the outcomes add up to from core/outcomes.py -- so the CLI's live
+display and the progress endpoint see the same truth as the Grid and the report. Needs metadata-DB access
+(the api-server, or ``dag.test()``), never a worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow_provider_shardmigrate.core.options import Strategy
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind
-from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome
-from airflow_provider_shardmigrate.core.topology import Shard
-from airflow_provider_shardmigrate.operators.report import ROLLBACK_TASK_ID
-from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP
+from airflow_provider_shardmigrate.core.outcomes import compute_progress, merge_rollback
+from airflow_provider_shardmigrate.core.plans import RolloutPlan
+from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome, ShardStatus
+from airflow_provider_shardmigrate.dags.layout import (
+    AUTO_ROLLBACK_TASK_ID,
+    PLAN_XCOM_KEY,
+    PREFLIGHT_TASK_ID,
+    STATUS_XCOM_KEY,
+    TaskLayout,
+    is_rollback_dag,
+)
 
-SHARD_TASK_PREFIX = f"{SHARDS_GROUP}."
-CANARY_GATE = f"{SHARD_TASK_PREFIX}canary_gate"
-_RUNNING_STATES = {"running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "deferred", "restarting"}
+#: Task states in which a shard's work has been handed to a worker; ``scheduled`` (waiting for a concurrency
+#: slot) and ``up_for_retry`` are still waiting.
+_RUNNING_STATES = {"queued", "running", "restarting", "deferred", "up_for_reschedule"}
 
-
-_STRATEGY_OF = {
-    WaveKind.SHARD: Strategy.SEQUENTIAL,
-    WaveKind.ALL: Strategy.PARALLEL,
-    WaveKind.BATCH: Strategy.ROLLING,
-    WaveKind.CANARY: Strategy.CANARY_FIRST,
-}
-
-
-def plan_from_dag(dag: Any) -> RolloutPlan | None:
-    """The rollout plan a migration DAG was built from, read back from its tasks (an authoring DAG or the
-    serialized DAG the api-server holds): chained shard tasks, the canary, and the shard list each mapped
-    task expands over. None for a DAG that is not a shardmigrate rollout."""
-    shard_tasks = [t for t in dag.tasks if t.task_id.startswith(SHARD_TASK_PREFIX) and t.task_id != CANARY_GATE]
-    if not shard_tasks:
-        return None
-    order = {task_id: index for index, task_id in enumerate(_topological(dag))}
-    waves: list[Wave] = []
-    for task in sorted(shard_tasks, key=lambda t: order.get(t.task_id, 0)):
-        expand = getattr(task, "expand_input", None)
-        if expand is not None:
-            shards = tuple(Shard(item["shard_id"], item.get("conn_id", "")) for item in expand.value)
-            if ".batch_" in task.task_id:
-                kind = WaveKind.BATCH
-            else:
-                kind = WaveKind.REST if waves and waves[0].kind is WaveKind.CANARY else WaveKind.ALL
-        elif task.task_id == f"{SHARD_TASK_PREFIX}canary":
-            kind, shards = WaveKind.CANARY, (Shard(str(task.task_display_name).removeprefix("canary "), ""),)
-        else:
-            kind, shards = WaveKind.SHARD, (Shard(task.task_id[len(SHARD_TASK_PREFIX) :], ""),)
-        waves.append(Wave(len(waves), kind, shards, len(shards)))
-    strategy = _STRATEGY_OF[waves[0].kind]
-    return RolloutPlan(strategy=strategy, waves=tuple(waves), max_parallelism=max(w.concurrency for w in waves))
+#: (task_id, map_index, state) of one task instance.
+TaskRow = tuple[str, int, str | None]
 
 
-def _topological(dag: Any) -> list[str]:
-    """Task ids so that every task comes after its upstream tasks (Kahn's algorithm, ties by task id)."""
-    remaining = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
-    ordered: list[str] = []
-    while remaining:
-        ready = sorted(task_id for task_id, upstream in remaining.items() if not upstream - set(ordered))
-        if not ready:  # a cycle cannot happen in a DAG; stop rather than loop
-            ordered.extend(sorted(remaining))
-            break
-        ordered.extend(ready)
-        for task_id in ready:
-            del remaining[task_id]
-    return ordered
-
-
-def shard_for_task(plan: RolloutPlan, task_id: str, rendered_map_index: str | None) -> str | None:
-    """Which shard a task instance works on, from the task ids the DAG builder gives per-shard tasks."""
-    if not task_id.startswith(SHARD_TASK_PREFIX):
-        return None
-    if rendered_map_index:
-        return rendered_map_index
-    name = task_id[len(SHARD_TASK_PREFIX) :]
-    if name == "canary":
-        return plan.canary.id if plan.canary else None
-    for wave in plan.waves:
-        if wave.kind is WaveKind.SHARD and wave.shards[0].id == name:
-            return name
-    return None
+def shard_outcomes(
+    layout: TaskLayout,
+    task_rows: Iterable[TaskRow],
+    xcoms: Iterable[tuple[str, Any]],
+    rollback_xcom: Mapping[str, Any] | None,
+) -> tuple[dict[str, Outcome], list[str]]:
+    """(finished shard -> outcome, running shards) from what the run recorded so far; ``xcoms`` are
+    ``(task_id, return_value)`` of the run's tasks."""
+    shard_tasks = set(layout.shard_task_ids)
+    statuses: dict[str, ShardStatus] = {}
+    for task_id, value in xcoms:
+        if task_id in shard_tasks and ShardStatus.is_xcom(value):
+            status = ShardStatus.from_xcom(value)
+            statuses[status.shard_id] = status
+    for value in (rollback_xcom or {}).values():
+        if ShardStatus.is_xcom(value):
+            rolled = ShardStatus.from_xcom(value)
+            statuses[rolled.shard_id] = merge_rollback(statuses.get(rolled.shard_id), rolled)
+    outcomes = {shard_id: status.outcome for shard_id, status in statuses.items()}
+    running: list[str] = []
+    for task_id, map_index, state in task_rows:
+        shard_id = layout.locate(task_id, map_index)
+        if shard_id is None or shard_id in outcomes:
+            continue
+        if state in _RUNNING_STATES:
+            running.append(shard_id)
+        elif state == "upstream_failed":
+            outcomes[shard_id] = Outcome.PENDING
+    return outcomes, running
 
 
 def progress_from_rows(
     *,
     migration_id: str,
     run_id: str | None,
-    plan: RolloutPlan,
-    task_rows: Iterable[tuple[str, int, str | None, str | None]],
-    shard_xcoms: Iterable[dict[str, Any]],
+    plan: RolloutPlan | None,
+    rollback_dag: bool,
+    task_rows: Iterable[TaskRow],
+    xcoms: Iterable[tuple[str, Any]],
     run_state: str | None,
-    rollback_xcom: dict[str, Any] | None = None,
+    rollback_xcom: Mapping[str, Any] | None = None,
 ) -> MigrationProgress:
-    """``task_rows``: (task_id, map_index, rendered_map_index, state) of the run's task instances;
-    ``rollback_xcom``: the auto-rollback task's result (shard id -> status), when it ran."""
-    outcomes: dict[str, Outcome] = {}
-    for value in [*shard_xcoms, *(rollback_xcom or {}).values()]:
-        if not (isinstance(value, dict) and "shard_id" in value and "outcome" in value):
-            continue
-        # a failed rollback does not hide that the shard was applied
-        if value["outcome"] != Outcome.FAILED or value["shard_id"] not in outcomes:
-            outcomes[value["shard_id"]] = Outcome(value["outcome"])
-    running: list[str] = []
-    rolling_back = False
-    for task_id, _map_index, rendered, state in task_rows:
-        if task_id == ROLLBACK_TASK_ID and state == "running":
-            rolling_back = True
-        shard_id = shard_for_task(plan, task_id, rendered)
-        if shard_id is None:
-            continue
-        if state in _RUNNING_STATES and shard_id not in outcomes:
-            running.append(shard_id)
-        elif state == "upstream_failed":
-            outcomes.setdefault(shard_id, Outcome.PENDING)
-    return MigrationProgress.compute(
+    """Progress from a run's recorded rows (``xcoms``: ``(task_id, return_value)``); ``plan`` None when the
+    run has not published it yet."""
+    rows = list(task_rows)
+    states = {(task_id, map_index): state for task_id, map_index, state in rows}
+    refused = states.get((PREFLIGHT_TASK_ID, -1)) == "failed"
+    rolling_back = states.get((AUTO_ROLLBACK_TASK_ID, -1)) == "running"
+    if plan is None:
+        return compute_progress(
+            migration_id=migration_id, run_id=run_id, plan=None, outcomes={}, run_state=run_state, refused=refused
+        )
+    layout = TaskLayout.of(plan, rollback=rollback_dag)
+    outcomes, running = shard_outcomes(layout, rows, xcoms, rollback_xcom)
+    return compute_progress(
         migration_id=migration_id,
         run_id=run_id,
         plan=plan,
         outcomes=outcomes,
         running=running,
-        run_finished=run_state in ("success", "failed"),
+        run_state=run_state,
         rolling_back=rolling_back,
+        refused=refused,
     )
 
 
-def read_progress(session: Any, *, dag_id: str, run_id: str, migration_id: str, plan: RolloutPlan) -> MigrationProgress:
-    """Progress of one DAG run, read with an ORM ``session`` on the metadata DB."""
+def read_progress(
+    session: Any, *, dag_id: str, run_id: str, migration_id: str, plan: RolloutPlan | None = None
+) -> MigrationProgress:
+    """Progress of one DAG run, read with an ORM ``session`` on the metadata DB.
+
+    ``plan``: the plan when the caller has it (the CLI built the DAG); otherwise the one the run published.
+    """
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
 
     run_state = session.query(DagRun.state).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).scalar()
-    rows = session.query(
-        TaskInstance.task_id, TaskInstance.map_index, TaskInstance._rendered_map_index, TaskInstance.state
-    ).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
-    xcoms = (
-        session.query(XComModel)
-        .filter(
-            XComModel.dag_id == dag_id,
-            XComModel.run_id == run_id,
-            XComModel.key == "return_value",
-        )
-        .all()
+    rows = session.query(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).filter(
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
     )
-    shard_xcoms = [XComModel.deserialize_value(x) for x in xcoms if x.task_id.startswith(SHARD_TASK_PREFIX)]
-    rollback = [XComModel.deserialize_value(x) for x in xcoms if x.task_id == ROLLBACK_TASK_ID]
+    xcoms = session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.run_id == run_id).all()
+    by_key = {(x.task_id, x.map_index, x.key): x for x in xcoms}
+    if plan is None and (published := by_key.get((PREFLIGHT_TASK_ID, -1, PLAN_XCOM_KEY))) is not None:
+        plan = RolloutPlan.from_dict(XComModel.deserialize_value(published))
+    rollback_dag = is_rollback_dag(dag_id)
+    shard_tasks = set(TaskLayout.of(plan, rollback=rollback_dag).shard_task_ids) if plan else set()
+    returned = [
+        (x.task_id, XComModel.deserialize_value(x))
+        for x in xcoms
+        if x.key == STATUS_XCOM_KEY and x.task_id in shard_tasks
+    ]
+    rollback = by_key.get((AUTO_ROLLBACK_TASK_ID, -1, STATUS_XCOM_KEY))
     return progress_from_rows(
         migration_id=migration_id,
         run_id=run_id,
         plan=plan,
-        task_rows=[(t, m, r, str(s) if s else None) for t, m, r, s in rows],
-        shard_xcoms=shard_xcoms,
+        rollback_dag=rollback_dag,
+        task_rows=[(t, m, str(s) if s else None) for t, m, s in rows],
+        xcoms=returned,
         run_state=str(run_state) if run_state else None,
-        rollback_xcom=rollback[0] if rollback else None,
+        rollback_xcom=XComModel.deserialize_value(rollback) if rollback is not None else None,
     )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System packages the Python dependencies build against (mysqlclient needs the MariaDB/MySQL client
-# headers and pkg-config), and Debian's Chromium for the browser test (tests/e2e/test_trigger_form_browser.py;
+# System packages the Python dependencies build against (mysqlclient, of the `mysql` extra that `make install`
+# installs with every other extra, needs the MariaDB/MySQL client headers, pkg-config and a compiler), and Debian's Chromium for the browser test (tests/e2e/test_trigger_form_browser.py;
 # Playwright drives /usr/bin/chromium and never downloads a browser). Installs them with apt when missing;
 # does nothing when present.
 set -euo pipefail

@@ -1,12 +1,20 @@
 """docker-compose.airflow.yml cannot be started here (no Docker engine), so this validates it statically: the
 Airflow 3.3 Celery layout, every service's command and environment, one JWT secret everywhere, and that every
 connection of example_dags/shards.yaml is an AIRFLOW_CONN_* of the right type pointing at a shard service that
-exists, with the credentials and database that service creates."""
+exists, with the credentials and database that service creates; the profiles of the engines not implemented yet,
+the health conditions the worker waits for, and the Dockerfile's extras. airflow-init's script is also run, with a
+stand-in for the image's /entrypoint (the image cannot run here), to show that a failed migration or user creation
+fails it."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,8 @@ SERVERS = {
 }
 #: Engines the project implements (engines/__init__.py ENGINE_CLASSES); the others may only be inactive.
 IMPLEMENTED = {"postgres", "mysql", "sqlite"}
+#: the compose profiles of the shard servers whose engine is not implemented yet
+PROFILES = {"mssql": {"mssql", "extra-engines"}, "mongo": {"mongo", "extra-engines"}}
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 
 
@@ -103,11 +113,155 @@ def test_airflow_service_commands(services: dict[str, dict[str, Any]], name: str
     assert service.get("restart") == "always"
 
 
-def test_init_migrates_and_creates_a_user(services: dict[str, dict[str, Any]]) -> None:
-    script = command_of(services["airflow-init"])
-    assert "airflow db migrate" in script
-    assert re.search(r"airflow users create .*--role Admin", script.replace("\\\n", " "))
-    assert services["airflow-init"]["entrypoint"] == "/bin/bash"
+def shard_services(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """shard service name -> the connection type of the server it runs (from its image)."""
+    kinds = {}
+    for name, service in services.items():
+        for conn_type, (prefixes, _) in SERVERS.items():
+            if name.startswith("shard-") and str(service.get("image", "")).startswith(prefixes):
+                kinds[name] = conn_type
+    return kinds
+
+
+def init_script(services: dict[str, dict[str, Any]], env: dict[str, str] | None = None) -> str:
+    """airflow-init's bash script as the container gets it (compose interpolation applied)."""
+    command = services["airflow-init"]["command"]
+    assert command[0] == "-c" and len(command) == 2, command
+    return interpolate(command[1], env)
+
+
+def test_init_follows_the_official_file(services: dict[str, dict[str, Any]]) -> None:
+    init = services["airflow-init"]
+    assert init["entrypoint"] == "/bin/bash"
+    assert init["user"] == "0:0", "airflow-init runs as root to fix the ownership of the logs volume"
+    env = env_of(init)
+    assert env["_AIRFLOW_DB_MIGRATE"] == "true" and env["_AIRFLOW_WWW_USER_CREATE"] == "true"
+    assert env["_AIRFLOW_WWW_USER_USERNAME"] == "airflow" and env["_AIRFLOW_WWW_USER_PASSWORD"] == "airflow"
+    assert env["AIRFLOW_UID"] == "50000"
+    script = init_script(services)
+    assert script.startswith("set -euo pipefail\n")
+    assert "/entrypoint airflow version" in script
+    assert 'chown -R "${AIRFLOW_UID}:0" /opt/airflow/logs' in script
+    assert "|| true" not in script, "a failure must fail airflow-init"
+    for name in AIRFLOW_COMMANDS:
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+@pytest.fixture
+def init_root() -> Iterator[Path]:
+    """A stand-in for the container's /opt/airflow, traversable by UID 50000 (pytest's tmp_path is not)."""
+    if os.geteuid() != 0:
+        pytest.fail("the airflow-init script runs as root in its container; run this test as root")
+    root = Path(tempfile.mkdtemp(prefix="shardmigrate-init-"))
+    root.chmod(0o755)
+    (root / "dags").mkdir(mode=0o755)
+    (root / "dags" / "shardmigrate_dags.py").write_text("# the one-line DAG file\n")
+    (root / "dags" / "shardmigrate_dags.py").chmod(0o644)
+    yield root
+    shutil.rmtree(root)
+
+
+#: Stands in for the image's /entrypoint: runs the migration / user creation when their variables are set and,
+#: like the real one, carries on with the command when either fails; then plays the few airflow commands used.
+FAKE_ENTRYPOINT = r"""#!/usr/bin/env bash
+set -eu
+echo "migrate=${_AIRFLOW_DB_MIGRATE:-} create=${_AIRFLOW_WWW_USER_CREATE:-} $*" >> "$FAKE/calls"
+if [[ -n "${_AIRFLOW_DB_MIGRATE:-}" && "$FAKE_MIGRATE" == ok ]]; then touch "$FAKE/migrated"; fi
+if [[ -n "${_AIRFLOW_WWW_USER_CREATE:-}" && "$FAKE_CREATE_USER" == ok ]]; then
+  printf '[\n    {\n        "username": "%s"\n    }\n]\n' "$_AIRFLOW_WWW_USER_USERNAME" > "$FAKE/users"
+fi
+case "$2 ${3:-}" in
+  "version ") echo 3.3.2 ;;
+  "db check-migrations") [[ -f "$FAKE/migrated" ]] || { echo "There are still unapplied migrations" >&2; exit 1; } ;;
+  "users export") cp "$FAKE/users" "$4" 2>/dev/null || echo "[]" > "$4" ;;
+  *) echo "unexpected: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def run_init(services: dict[str, dict[str, Any]], root: Path, *, migrate: str, create_user: str, uid: int = 50000):
+    fake = root / "fake"
+    fake.mkdir(exist_ok=True)
+    entrypoint = fake / "entrypoint"
+    entrypoint.write_text(FAKE_ENTRYPOINT)
+    entrypoint.chmod(0o755)
+    script = init_script(services, {"AIRFLOW_UID": str(uid)})
+    script = script.replace("/entrypoint", str(entrypoint)).replace("/opt/airflow", str(root))
+    script = script.replace("/tmp/airflow-users.json", str(fake / "users-export.json"))
+    env = {k: v for k, v in env_of(services["airflow-init"]).items() if not k.startswith("AIRFLOW_CONN_")}
+    env.update(
+        AIRFLOW_UID=str(uid),
+        PATH=os.environ["PATH"],
+        FAKE=str(fake),
+        FAKE_MIGRATE=migrate,
+        FAKE_CREATE_USER=create_user,
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+    calls = (fake / "calls").read_text().splitlines() if (fake / "calls").exists() else []
+    return done, calls
+
+
+def test_init_script_migrates_creates_the_user_once_and_fixes_ownership(
+    services: dict[str, dict[str, Any]], init_root: Path
+) -> None:
+    done, calls = run_init(services, init_root, migrate="ok", create_user="ok")
+    assert done.returncode == 0, done.stderr
+    assert calls[0] == "migrate=true create=true airflow version", calls
+    assert all(call.startswith("migrate= create= ") for call in calls[1:]), "migration/user creation ran twice"
+    assert (init_root / "logs").stat().st_uid == 50000 and (init_root / "logs").stat().st_gid == 0
+    assert "admin user 'airflow' present" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("migrate", "create_user", "message"),
+    [
+        ("fails", "ok", "There are still unapplied migrations"),
+        ("ok", "fails", "the admin user 'airflow' does not exist"),
+    ],
+)
+def test_init_script_fails_when_the_entrypoint_swallowed_a_failure(
+    services: dict[str, dict[str, Any]], init_root: Path, migrate: str, create_user: str, message: str
+) -> None:
+    done, _ = run_init(services, init_root, migrate=migrate, create_user=create_user)
+    assert done.returncode != 0, done.stdout
+    assert message in done.stderr
+
+
+def test_init_script_fails_when_the_airflow_user_cannot_read_the_dags(
+    services: dict[str, dict[str, Any]], init_root: Path
+) -> None:
+    (init_root / "dags" / "shardmigrate_dags.py").chmod(0o600)  # root's only
+    done, _ = run_init(services, init_root, migrate="ok", create_user="ok")
+    assert done.returncode != 0
+    assert "UID 50000 cannot read /" in done.stderr
+
+
+def test_shard_servers_have_healthchecks_and_the_worker_waits_for_them(services: dict[str, dict[str, Any]]) -> None:
+    shards = shard_services(services)
+    assert set(shards.values()) == set(SERVERS), shards
+    depends_on = services["airflow-worker"]["depends_on"]
+    for name in shards:
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+        assert depends_on.get(name, {}).get("condition") == "service_healthy", f"the worker does not wait for {name}"
+        # a dependency on a service whose profile is off must be optional, or a plain `up` refuses to start
+        assert depends_on[name].get("required", True) is (not services[name].get("profiles")), name
+
+
+def test_engines_not_implemented_yet_are_behind_profiles(services: dict[str, dict[str, Any]]) -> None:
+    for name, conn_type in shard_services(services).items():
+        if conn_type in IMPLEMENTED:
+            assert not services[name].get("profiles"), f"{name} must start with a plain up"
+        else:
+            assert set(services[name]["profiles"]) == PROFILES[conn_type], name
+    for name in ["postgres", "redis", *AIRFLOW_SERVICES]:
+        assert not services[name].get("profiles"), name
+
+
+def test_healthchecks_keep_passwords_out_of_the_compose_configuration(services: dict[str, dict[str, Any]]) -> None:
+    for name in shard_services(services):
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert "${" not in test.replace("$${", ""), f"{name}: the healthcheck interpolates a value into the file"
 
 
 def test_worker_shuts_down_warm_and_waits_for_the_api_server(services: dict[str, dict[str, Any]]) -> None:
@@ -229,11 +383,21 @@ def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
                 assert source in declared, f"{name} mounts undeclared volume {source}"
 
 
-def test_dockerfile_builds_airflow_3_3_with_this_repository() -> None:
+def test_dockerfile_builds_airflow_3_3_with_this_repository(services: dict[str, dict[str, Any]]) -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:3\.3\.2-python3\.11$", text, re.M)
     assert re.search(r"^FROM \$\{AIRFLOW_IMAGE\}$", text, re.M)
     assert "COPY --chown=airflow:0 airflow_provider_shardmigrate /opt/shardmigrate/" in text
-    assert re.search(r'pip install --no-cache-dir "apache-airflow==\$\{AIRFLOW_VERSION\}".* /opt/shardmigrate', text)
+    install = re.search(r"^RUN (pip install .*?)(?:&&|$)", text.replace("\\\n", " "), re.M)
+    assert install, "no pip install"
+    words = install.group(1).split()
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in words, "Airflow itself must stay at the image's version"
+    assert '"/opt/shardmigrate[${SHARDMIGRATE_EXTRAS}]"' in words
+    assert '"celery>=5.5,<5.7"' in words, "the compose file runs the CeleryExecutor; celery 5.7 breaks its provider"
+    extras = re.search(r"^ARG SHARDMIGRATE_EXTRAS=(\S+)$", text, re.M)
+    assert extras, "no default SHARDMIGRATE_EXTRAS"
+    connections = shard_connections(services)
+    targeted = {connections[s["conn_id"]]["conn_type"] for s in topology_connections() if s.get("active", True)}
+    assert targeted <= set(extras.group(1).split(",")), f"the image lacks the extras of {targeted}"
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in ignore and "!airflow_provider_shardmigrate/" in ignore and "!pyproject.toml" in ignore

@@ -115,6 +115,7 @@ class Demo:
         from airflow_provider_shardmigrate.core.plans import plan_rollout
         from airflow_provider_shardmigrate.core.scripts import load_migration
         from airflow_provider_shardmigrate.core.topology import load_topology
+        from airflow_provider_shardmigrate.dags.layout import REPORT_TASK_ID
 
         migration = load_migration(self.fleet.dags / "migrations" / migration_id)
         plan = plan_rollout(load_topology(self.fleet.dags / "shards.yaml").shards, migration.options)
@@ -131,7 +132,7 @@ class Demo:
                 .filter(
                     XComModel.dag_id == dag.dag_id,
                     XComModel.run_id == dag_run.run_id,
-                    XComModel.task_id == "report",
+                    XComModel.task_id == REPORT_TASK_ID,
                     XComModel.key == "return_value",
                 )
                 .one_or_none()

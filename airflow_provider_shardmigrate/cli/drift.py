@@ -84,9 +84,18 @@ def _escape(text: str) -> str:
 
 
 def _print_tables(report: Any, health: Any, active: list[str]) -> None:
+    out = console()
+    out.print(_summary_table(report, active))
+    for shard in report.drifted_shards:
+        out.print(_detail_table(report, shard))
+    style = {"healthy": "bold green", "degraded": "bold yellow", "unhealthy": "bold red"}[health.status.value]
+    out.print(f"[{style}]{_escape(health.description)}[/]")
+
+
+def _summary_table(report: Any, active: list[str]) -> Any:
+    """One row per shard: the baseline first, then every active shard in topology order."""
     from rich.table import Table
 
-    out = console()
     summary = Table(
         title=f"drift against baseline {report.baseline} (depth {report.depth.value}, {report.duration_ms} ms)"
     )
@@ -94,25 +103,34 @@ def _print_tables(report: Any, health: Any, active: list[str]) -> None:
         summary.add_column(column)
     summary.add_row(_escape(report.baseline), "[cyan]baseline[/]", "")
     for shard in active:
-        if shard == report.baseline:
-            continue
-        if shard in report.errors:
-            summary.add_row(_escape(shard), "[bold red]failed[/]", _escape(report.errors[shard].message))
-        elif report.diffs.get(shard):
-            summary.add_row(_escape(shard), "[yellow]drifted[/]", str(len(report.diffs[shard])))
-        elif shard in report.shards_compared:
-            summary.add_row(_escape(shard), "[green]in sync[/]", "0")
+        row = _summary_row(report, shard) if shard != report.baseline else None
+        if row is not None:
+            summary.add_row(*row)
     if report.baseline in report.errors:
         summary.add_row(
             _escape(report.baseline), "[bold red]failed[/]", _escape(report.errors[report.baseline].message)
         )
-    out.print(summary)
-    for shard in report.drifted_shards:
-        detail = Table(title=f"{shard}: differences from {report.baseline}", show_lines=True)
-        for column in ("table", "kind", "details"):
-            detail.add_column(column)
-        for diff in report.diffs[shard]:
-            detail.add_row(_escape(diff.table), diff.kind.value, _escape("\n".join(diff.details())))
-        out.print(detail)
-    style = {"healthy": "bold green", "degraded": "bold yellow", "unhealthy": "bold red"}[health.status.value]
-    out.print(f"[{style}]{_escape(health.description)}[/]")
+    return summary
+
+
+def _summary_row(report: Any, shard: str) -> tuple[str, str, str] | None:
+    """The shard's row: failed (with the error), drifted (with the count), in sync; None when not compared."""
+    if shard in report.errors:
+        return _escape(shard), "[bold red]failed[/]", _escape(report.errors[shard].message)
+    if report.diffs.get(shard):
+        return _escape(shard), "[yellow]drifted[/]", str(len(report.diffs[shard]))
+    if shard in report.shards_compared:
+        return _escape(shard), "[green]in sync[/]", "0"
+    return None
+
+
+def _detail_table(report: Any, shard: str) -> Any:
+    """Every table of ``shard`` that differs from the baseline, with what differs."""
+    from rich.table import Table
+
+    detail = Table(title=f"{shard}: differences from {report.baseline}", show_lines=True)
+    for column in ("table", "kind", "details"):
+        detail.add_column(column)
+    for diff in report.diffs[shard]:
+        detail.add_row(_escape(diff.table), diff.kind.value, _escape("\n".join(diff.details())))
+    return detail

@@ -54,8 +54,9 @@ def render(progress: MigrationProgress, title: str) -> Any:
 
 def _caption(progress: MigrationProgress) -> str:
     return (
-        f"phase {progress.current_phase} | {progress.completed_shards}/{progress.total_shards} done, "
-        f"{progress.failed_shards} failed, {progress.stopped_shards} stopped, {progress.remaining_shards} remaining"
+        f"phase {progress.current_phase} | {progress.completed_shards}/{progress.total_shards} at the migration, "
+        f"{progress.failed_shards} failed, {progress.rolled_back_shards} rolled back, "
+        f"{progress.stopped_shards} stopped, {progress.remaining_shards} remaining"
     )
 
 

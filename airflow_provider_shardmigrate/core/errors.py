@@ -1,4 +1,4 @@
-"""Stable error codes (DESIGN 2.8) and the exceptions that carry them.
+"""Stable error codes (docs/contracts.md) and the exceptions that carry them.
 
 Every failure a user can see -- in XCom, in a task log, in the CLI -- carries one of these codes, so
 automation can branch on ``.code`` instead of parsing messages.
@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     MIGRATION_NOT_FOUND = "shardmigrate.migration_not_found"
     INVALID_TOPOLOGY = "shardmigrate.invalid_topology"
     LOCK_TIMEOUT = "shardmigrate.lock_timeout"
+    INVALID_PARAMS = "shardmigrate.invalid_params"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,12 @@ class SchemaComparisonFailedError(ShardMigrateError):
 
 class MigrationNotFoundError(ShardMigrateError):
     code = ErrorCode.MIGRATION_NOT_FOUND
+
+
+class InvalidParamsError(ShardMigrateError):
+    """A trigger's ``conf`` the DAG does not accept (a misspelled Param must never run real DDL)."""
+
+    code = ErrorCode.INVALID_PARAMS
 
 
 def raise_if_problems(problems: list[Problem], error: type[ShardMigrateError], summary: str) -> None:

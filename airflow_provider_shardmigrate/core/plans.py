@@ -1,4 +1,4 @@
-"""Strategy plans (DESIGN 2.4) as pure functions: which shards run in which wave, how many at once.
+"""Strategy plans (docs/contracts.md, strategies) as pure functions: which shards run in which wave, how many at once.
 
 The DAG builders only translate a plan into tasks, and ``shardmigrate plan`` prints the same plan, so
 what a user previews is exactly what Airflow will run.
@@ -6,9 +6,10 @@ what a user previews is exactly what Airflow will run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from airflow_provider_shardmigrate.core.errors import InvalidScriptError, InvalidTopologyError
 from airflow_provider_shardmigrate.core.options import MigrationOptions, Strategy
@@ -54,6 +55,35 @@ class RolloutPlan:
     @property
     def canary(self) -> Shard | None:
         return self.waves[0].shards[0] if self.waves and self.waves[0].kind is WaveKind.CANARY else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as the run publishes it (shard ids only: progress needs no connection)."""
+        return {
+            "strategy": self.strategy.value,
+            "max_parallelism": self.max_parallelism,
+            "waves": [
+                {
+                    "index": wave.index,
+                    "kind": wave.kind.value,
+                    "concurrency": wave.concurrency,
+                    "shards": [shard.id for shard in wave.shards],
+                }
+                for wave in self.waves
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RolloutPlan:
+        waves = tuple(
+            Wave(
+                index=int(wave["index"]),
+                kind=WaveKind(wave["kind"]),
+                shards=tuple(Shard(str(shard_id), "") for shard_id in wave["shards"]),
+                concurrency=int(wave["concurrency"]),
+            )
+            for wave in data["waves"]
+        )
+        return cls(strategy=Strategy(data["strategy"]), waves=waves, max_parallelism=int(data["max_parallelism"]))
 
 
 def choose_canary(active: Sequence[Shard], requested: str | None) -> Shard:

@@ -1,33 +1,35 @@
-"""Per-shard outcomes, the aggregated MigrationResult and live MigrationProgress (DESIGN 2.7).
+"""The shapes of per-shard outcomes, the aggregated MigrationResult and live MigrationProgress.
 
-These are the shapes other tools read from XCom and the REST API, so they serialise to plain JSON and
-never carry SQL, schema dumps or credentials.
+These are what other tools read from XCom and the REST API (docs/contracts.md), so they serialise to plain
+JSON and never carry SQL, schema dumps or credentials. What an outcome *means* -- which ones reached the
+migration, how a rollback merges into a shard's result, what progress counts -- is decided in
+core/outcomes.py, never here and never by a caller.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
 
 MAX_ERROR_MESSAGE = 2000
 
 
 class Outcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    ALREADY_APPLIED = "already_applied"
-    FAILED = "failed"
-    PENDING = "pending"
-    ROLLED_BACK = "rolled_back"
-    WOULD_APPLY = "would_apply"
+    """What happened to one shard in one run (rollout or rollback); each name has exactly one meaning."""
 
+    SUCCEEDED = "succeeded"  # this run applied the migration
+    ALREADY_APPLIED = "already_applied"  # the shard held the migration (applied or baselined) before the run
+    WOULD_APPLY = "would_apply"  # dry run: the migration would be applied
+    FAILED = "failed"  # this run tried and failed (apply, rollback, or the shard could not be reached)
+    PENDING = "pending"  # targeted but never started: a failure, the threshold, a refusal or the canary stopped it
+    ROLLED_BACK = "rolled_back"  # this run ran the down script (auto-rollback or the rollback DAG)
+    NOT_APPLIED = "not_applied"  # rollback: the migration is not on this shard, nothing to undo
+    NOT_SELECTED = "not_selected"  # rollback: the shard was left out of the ``shards`` selection
+    WOULD_ROLL_BACK = "would_roll_back"  # rollback dry run: the down script would run
 
-#: Outcomes that leave a shard at the target version (or, in a dry run, ready to get there).
-AT_TARGET = frozenset({Outcome.SUCCEEDED, Outcome.ALREADY_APPLIED, Outcome.WOULD_APPLY})
 
 _SECRET_PATTERNS = (
     # ``scheme://user:secret@host``; an unencoded '@' inside the secret is part of it (up to the last '@'
@@ -89,48 +91,54 @@ class ShardStatus:
             error_message=data.get("error_message"),
         )
 
+    @staticmethod
+    def is_xcom(value: Any) -> bool:
+        """Whether an XCom value has the per-shard status shape (other tasks push other things)."""
+        return isinstance(value, Mapping) and "shard_id" in value and "outcome" in value
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a run was refused before any shard started (preflight drift, an edited script, out of order...)."""
+
+    code: str
+    reason: str
+
+    def to_xcom(self) -> dict[str, str]:
+        return {"code": self.code, "reason": clip(self.reason) or ""}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any] | None) -> Refusal | None:
+        if not data:
+            return None
+        return cls(str(data.get("code", "")), str(data.get("reason", "")))
+
 
 @dataclass(frozen=True)
 class MigrationResult:
-    """What a rollout (or a rollback) did to every targeted shard; shards that never ran are ``pending``."""
+    """What a rollout (or a rollback) did to every targeted shard, as core/outcomes.py assembled it.
+
+    ``shards`` is in rollout order. The counts and ``all_succeeded`` are decided at assembly and stored,
+    so a reader of the XCom never re-derives them.
+    """
 
     migration_id: str
     dag_run_id: str | None
     strategy: str
     shards: Mapping[str, ShardStatus]
+    all_succeeded: bool
+    counts: Mapping[str, int] = field(default_factory=dict)
     total_duration_ms: int = 0
-    all_succeeded: bool = False
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        migration_id: str,
-        dag_run_id: str | None,
-        strategy: str,
-        targets: Sequence[str],
-        statuses: Iterable[ShardStatus],
-        total_duration_ms: int = 0,
-        success: frozenset[Outcome] = AT_TARGET,
-    ) -> MigrationResult:
-        """Order by ``targets`` and fill shards without a status as pending.
-
-        ``success`` says which outcomes count as success: reaching the target version for a rollout,
-        anything but ``failed`` for a rollback (a shard with nothing to undo is fine).
-        """
-        by_key = {status.shard_id.casefold(): status for status in statuses}
-        shards = {
-            shard_id: by_key.get(shard_id.casefold(), ShardStatus(shard_id, Outcome.PENDING)) for shard_id in targets
-        }
-        ok = bool(shards) and all(status.outcome in success for status in shards.values())
-        return cls(migration_id, dag_run_id, strategy, shards, total_duration_ms, ok)
+    halted_reason: str | None = None
+    refused: Refusal | None = None
 
     def count(self, *outcomes: Outcome) -> int:
-        return sum(1 for status in self.shards.values() if status.outcome in outcomes)
+        return sum(int(self.counts.get(outcome.value, 0)) for outcome in outcomes)
 
     @property
     def succeeded_count(self) -> int:
-        return self.count(*AT_TARGET)
+        """Shards at the migration: succeeded, already_applied (and would_apply in a dry run)."""
+        return int(self.counts.get("at_migration", 0))
 
     @property
     def failed_count(self) -> int:
@@ -145,6 +153,7 @@ class MigrationResult:
         return self.count(Outcome.ROLLED_BACK)
 
     def to_xcom(self) -> dict[str, Any]:
+        """The report's ``return_value``: the summary first, the per-shard map last."""
         return {
             "migration_id": self.migration_id,
             "dag_run_id": self.dag_run_id,
@@ -154,82 +163,60 @@ class MigrationResult:
             "failed_count": self.failed_count,
             "pending_count": self.pending_count,
             "rolled_back_count": self.rolled_back_count,
+            "outcome_counts": {k: v for k, v in self.counts.items() if k != "at_migration" and v},
+            "halted_reason": self.halted_reason,
+            "refused": self.refused.to_xcom() if self.refused else None,
             "total_duration_ms": int(self.total_duration_ms),
             "shards": {shard_id: status.to_xcom() for shard_id, status in self.shards.items()},
         }
 
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> MigrationResult:
+        counts = dict(data.get("outcome_counts") or {})
+        counts["at_migration"] = int(data.get("succeeded_count") or 0)
         return cls(
             migration_id=data["migration_id"],
             dag_run_id=data.get("dag_run_id"),
             strategy=data["strategy"],
             shards={k: ShardStatus.from_xcom(v) for k, v in data["shards"].items()},
-            total_duration_ms=int(data.get("total_duration_ms") or 0),
             all_succeeded=bool(data["all_succeeded"]),
+            counts=counts,
+            total_duration_ms=int(data.get("total_duration_ms") or 0),
+            halted_reason=data.get("halted_reason"),
+            refused=Refusal.from_xcom(data.get("refused")),
         )
 
 
 @dataclass(frozen=True)
 class MigrationProgress:
-    """A snapshot of a rollout while it runs (the seed's MigrationProgress, made readable mid-run)."""
+    """A snapshot of a rollout while it runs, as core/outcomes.py computes it (readable mid-run)."""
 
     migration_id: str
     run_id: str | None
     total_shards: int
-    completed_shards: int
+    completed_shards: int  # at the migration
     failed_shards: int
-    stopped_shards: int
+    stopped_shards: int  # pending: will not start in this run
     running_shards: int
+    rolled_back_shards: int
     current_phase: str
     per_shard: Mapping[str, str] = field(default_factory=dict)
     run_finished: bool = False
 
     @property
     def remaining_shards(self) -> int:
-        return self.total_shards - self.completed_shards - self.failed_shards - self.stopped_shards
+        return (
+            self.total_shards
+            - self.completed_shards
+            - self.failed_shards
+            - self.stopped_shards
+            - self.rolled_back_shards
+        )
 
     @property
     def is_finished(self) -> bool:
         """The run is over -- not merely every shard done: auto-rollback and the report may still run."""
         return self.run_finished
-
-    @classmethod
-    def compute(
-        cls,
-        *,
-        migration_id: str,
-        run_id: str | None,
-        plan: RolloutPlan,
-        outcomes: Mapping[str, Outcome],
-        running: Iterable[str] = (),
-        run_finished: bool = False,
-        rolling_back: bool = False,
-    ) -> MigrationProgress:
-        """``outcomes`` holds shards that finished; ``running`` those executing now."""
-        running_keys = {shard_id.casefold() for shard_id in running}
-        done = {shard_id.casefold(): outcome for shard_id, outcome in outcomes.items()}
-        per_shard: dict[str, str] = {}
-        for shard in plan.targets:
-            if shard.key in done:
-                per_shard[shard.id] = done[shard.key].value
-            else:
-                per_shard[shard.id] = "running" if shard.key in running_keys else "waiting"
-        values = list(per_shard.values())
-        completed = sum(1 for v in values if v in {o.value for o in AT_TARGET | {Outcome.ROLLED_BACK}})
-        phase = "Completed" if run_finished else ("RollingBack" if rolling_back else _phase(plan, per_shard))
-        return cls(
-            migration_id=migration_id,
-            run_id=run_id,
-            total_shards=len(per_shard),
-            completed_shards=completed,
-            failed_shards=values.count(Outcome.FAILED.value),
-            stopped_shards=values.count(Outcome.PENDING.value),
-            running_shards=values.count("running"),
-            current_phase=phase,
-            per_shard=per_shard,
-            run_finished=run_finished,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -238,6 +225,7 @@ class MigrationProgress:
             "phase": self.current_phase,
             "total_shards": self.total_shards,
             "completed_shards": self.completed_shards,
+            "rolled_back_shards": self.rolled_back_shards,
             "failed_shards": self.failed_shards,
             "stopped_shards": self.stopped_shards,
             "running_shards": self.running_shards,
@@ -245,16 +233,3 @@ class MigrationProgress:
             "is_finished": self.is_finished,
             "shards": dict(self.per_shard),
         }
-
-
-def _phase(plan: RolloutPlan, per_shard: Mapping[str, str]) -> str:
-    for wave in plan.waves:
-        if any(per_shard[shard.id] in ("waiting", "running") for shard in wave.shards):
-            if wave.kind is WaveKind.CANARY:
-                return "Canary"
-            if wave.kind is WaveKind.BATCH:
-                return f"RollingBatch{wave.index + 1}"
-            if wave.kind is WaveKind.SHARD:
-                return f"Sequential:{wave.shards[0].id}"
-            return "Parallel"
-    return "Finishing"

@@ -6,18 +6,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
+from airflow_provider_shardmigrate.dags.layout import DAG_PREFIX, ROLLBACK_SUFFIX, migration_dag_id, rollback_dag_id
 
-DAG_PREFIX = "shardmigrate__"
-ROLLBACK_SUFFIX = "__rollback"
+__all__ = [
+    "DAG_PREFIX",
+    "ROLLBACK_SUFFIX",
+    "attach_params",
+    "check_mappable",
+    "dag_defaults",
+    "migration_dag_id",
+    "rollback_dag_id",
+]
+
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def migration_dag_id(migration_id: str) -> str:
-    return f"{DAG_PREFIX}{migration_id}"
-
-
-def rollback_dag_id(migration_id: str) -> str:
-    return f"{DAG_PREFIX}{migration_id}{ROLLBACK_SUFFIX}"
 
 
 def max_map_length() -> int:
@@ -54,6 +55,4 @@ def attach_params(dag: Any, params: dict[str, Any]) -> None:
     task's own and the run's conf (``process_params``), so tasks do not need the copy; the trigger
     form and REST validation read the DAG's params.
     """
-    from airflow.sdk.definitions.param import ParamsDict
-
-    dag.params.update(ParamsDict(params))
+    dag.params.update(params)

@@ -1,11 +1,12 @@
-"""``build_migration_dag``: one DAG per migration, shaped by its strategy (DESIGN 2.3, 2.4).
+"""``build_migration_dag``: one DAG per migration, shaped by its strategy (docs/contracts.md).
 
     sequential    shards.<id> -> shards.<id> -> ...            (a chain; each waits for the previous)
     parallel      shards.apply[<id>...]                        (one mapped task, max_parallelism at once)
     rolling       shards.batch_1.apply[...] -> batch_2 -> ...  (batch k+1 after batch k)
     canary_first  shards.canary -> canary_gate -> shards.apply[rest...]
 
-then ``auto_rollback`` -> ``report`` -> ``gate`` (the only leaf, so the run state tells the truth).
+after ``preflight`` (which publishes the plan and may refuse the run) and before ``auto_rollback`` ->
+``report`` -> ``gate`` (the only leaf, so the run state tells the truth). Task ids: dags/layout.py.
 Building reads only the migration folder and the topology: no database, no connection, no Variable.
 """
 
@@ -15,22 +16,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.core.options import Strategy
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, plan_rollout
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, plan_rollout
 from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
-from airflow_provider_shardmigrate.core.topology import Topology, load_topology
+from airflow_provider_shardmigrate.core.topology import Shard, Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import attach_params, check_mappable, dag_defaults, migration_dag_id
+from airflow_provider_shardmigrate.dags.layout import (
+    AUTO_ROLLBACK_TASK_ID,
+    CANARY_GATE_TASK_ID,
+    GATE_TASK_ID,
+    PLAN_XCOM_KEY,
+    PREFLIGHT_TASK_ID,
+    REPORT_TASK_ID,
+    SHARDS_GROUP,
+    TaskLayout,
+    WaveTask,
+)
 from airflow_provider_shardmigrate.dags.params import migration_params
-from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP
-
-#: Task id of the validate_before_apply gate that runs before any shard.
-PREFLIGHT_TASK_ID = "preflight"
-#: Task id of the mapped per-shard task of a parallel wave (inside the ``shards`` group).
-MAPPED_TASK_ID = f"{SHARDS_GROUP}.apply"
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
-
-    from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
 
 
 def _as_migration(migration: Migration | str | Path) -> Migration:
@@ -41,8 +45,12 @@ def _as_topology(topology: Topology | str | Path) -> Topology:
     return topology if isinstance(topology, Topology) else load_topology(topology)
 
 
+def shard_kwargs(shards: tuple[Shard, ...]) -> list[dict[str, str]]:
+    return [{"shard_id": shard.id, "conn_id": shard.conn_id} for shard in shards]
+
+
 class _ShardTasks:
-    """Creates per-shard tasks for one DAG with the arguments they all share."""
+    """Creates the per-shard task of each wave of a layout, with the arguments they all share."""
 
     def __init__(self, migration: Migration, strategy: str) -> None:
         self.common: dict[str, Any] = {
@@ -50,85 +58,71 @@ class _ShardTasks:
             "migration_checksum": migration.checksum,
             "strategy": strategy,
             "retries": 0,
+            "requires": [PREFLIGHT_TASK_ID],
         }
-        if migration.options.validate_before_apply:
-            self.common["requires"] = [PREFLIGHT_TASK_ID]
-        self.task_ids: list[str] = []
-        #: task id -> the shards it runs, in map-index order (one shard, map index -1, when not mapped)
-        self.shards_of: dict[str, list[str]] = {}
 
-    def single(self, task_id: str, wave: Wave, **kwargs: Any) -> ShardMigrationOperator:
+    def create(self, wave_task: WaveTask, **kwargs: Any) -> Any:
         from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
 
-        shard = wave.shards[0]
-        task = ShardMigrationOperator(
-            task_id=task_id, shard_id=shard.id, conn_id=shard.conn_id, **self.common, **kwargs
-        )
-        self.task_ids.append(task.task_id)
-        self.shards_of[task.task_id] = [shard.id]
-        return task
-
-    def mapped(self, task_id: str, wave: Wave, what: str, **kwargs: Any) -> Any:
-        from airflow_provider_shardmigrate.operators.shard import ShardMigrationOperator
-
-        check_mappable(len(wave.shards), what)
-        task = ShardMigrationOperator.partial(
-            task_id=task_id,
+        wave = wave_task.wave
+        if not wave_task.mapped:
+            shard = wave.shards[0]
+            return ShardMigrationOperator(
+                task_id=wave_task.name, shard_id=shard.id, conn_id=shard.conn_id, **self.common, **kwargs
+            )
+        check_mappable(len(wave.shards), f"wave '{wave.label}'")
+        return ShardMigrationOperator.partial(
+            task_id=wave_task.name,
             max_active_tis_per_dagrun=wave.concurrency,
             map_index_template="{{ task.shard_id }}",
             **self.common,
             **kwargs,
-        ).expand_kwargs([{"shard_id": shard.id, "conn_id": shard.conn_id} for shard in wave.shards])
-        self.task_ids.append(task.task_id)
-        self.shards_of[task.task_id] = [shard.id for shard in wave.shards]
-        return task
+        ).expand_kwargs(shard_kwargs(wave.shards))
 
 
-def _wire_shards(plan: RolloutPlan, tasks: _ShardTasks, migration: Migration) -> list[Any]:
-    """Create the per-shard tasks of ``plan``; return the last wave's task, which finishes last: every
-    link of a chain waits for the previous one (``all_done``), and a failed canary fails its gate and
-    the rest (``upstream_failed`` counts as done)."""
-    from airflow.sdk import TaskGroup, TriggerRule
-
+def _canary_gate(migration: Migration, plan: RolloutPlan, canary_task_id: str) -> Any:
     from airflow_provider_shardmigrate.operators.canary import CanaryGateOperator
 
+    assert plan.canary is not None
+    return CanaryGateOperator(
+        task_id=CANARY_GATE_TASK_ID.removeprefix(f"{SHARDS_GROUP}."),
+        canary_task_id=canary_task_id,
+        canary_shard_id=plan.canary.id,
+        canary_conn_id=plan.canary.conn_id,
+        validation_query=migration.options.canary_validation,
+        bake_time=migration.options.canary_bake_time,
+        timeout=migration.options.per_shard_timeout,
+    )
+
+
+def _wire_shards(layout: TaskLayout, tasks: _ShardTasks, migration: Migration) -> Any:
+    """Create the per-shard tasks of ``layout`` in wave order; return the last one, which finishes last:
+    every link of a chain waits for the previous one (``all_done``), and a failed canary fails its gate
+    and the rest (``upstream_failed`` counts as done)."""
+    from airflow.sdk import TaskGroup, TriggerRule
+
     previous: Any = None
-    for wave in plan.waves:
+    for wave_task in layout:
         after = [previous.task_id] if previous is not None else []
-        if wave.kind is WaveKind.SHARD:
-            task = tasks.single(wave.shards[0].id, wave, trigger_rule=TriggerRule.ALL_DONE, stop_after=after)
-        elif wave.kind is WaveKind.ALL:
-            task = tasks.mapped("apply", wave, "the parallel strategy", stop_watch=[MAPPED_TASK_ID])
-        elif wave.kind is WaveKind.BATCH:
-            with TaskGroup(f"batch_{wave.index + 1}", tooltip=", ".join(s.id for s in wave.shards[:20])):
-                task = tasks.mapped(
-                    "apply",
-                    wave,
-                    f"rolling batch {wave.index + 1}",
-                    trigger_rule=TriggerRule.ALL_DONE,
-                    stop_after=after,
-                )
-        elif wave.kind is WaveKind.CANARY:
-            canary = wave.shards[0]
-            task = tasks.single("canary", wave, task_display_name=f"canary {canary.id}")
-        else:  # REST after the canary: only when the canary gate passed
-            assert plan.canary is not None
-            gate = CanaryGateOperator(
-                task_id="canary_gate",
-                canary_task_id=tasks.task_ids[0],
-                canary_shard_id=plan.canary.id,
-                canary_conn_id=plan.canary.conn_id,
-                validation_query=migration.options.canary_validation,
-                bake_time=migration.options.canary_bake_time,
-                timeout=migration.options.per_shard_timeout,
-            )
-            previous >> gate
-            previous = gate
-            task = tasks.mapped("apply", wave, "the canary_first strategy", stop_watch=[MAPPED_TASK_ID])
+        kind = wave_task.wave.kind
+        if kind is WaveKind.SHARD:
+            task = tasks.create(wave_task, trigger_rule=TriggerRule.ALL_DONE, stop_after=after)
+        elif kind is WaveKind.BATCH:
+            shown = ", ".join(s.id for s in wave_task.wave.shards[:20])
+            with TaskGroup(str(wave_task.group), tooltip=shown):
+                task = tasks.create(wave_task, trigger_rule=TriggerRule.ALL_DONE, stop_after=after)
+        elif kind is WaveKind.CANARY:
+            task = tasks.create(wave_task, task_display_name=f"canary {wave_task.wave.shards[0].id}")
+        else:  # ALL, or REST after the canary: only when the canary gate passed
+            if kind is WaveKind.REST:
+                gate = _canary_gate(migration, layout.plan, previous.task_id)
+                previous >> gate
+                previous = gate
+            task = tasks.create(wave_task, stop_watch=[wave_task.task_id])
         if previous is not None:
             previous >> task
         previous = task
-    return [previous]
+    return previous
 
 
 def build_migration_dag(
@@ -149,8 +143,6 @@ def build_migration_dag(
 
     from airflow_provider_shardmigrate.operators.preflight import MigrationPreflightOperator
     from airflow_provider_shardmigrate.operators.report import (
-        REPORT_TASK_ID,
-        ROLLBACK_TASK_ID,
         AutoRollbackOperator,
         MigrationGateOperator,
         MigrationReportOperator,
@@ -160,8 +152,11 @@ def build_migration_dag(
     topology = _as_topology(topology)
     options = migration.options
     plan = plan_rollout(topology.shards, options)
+    layout = TaskLayout.of(plan)
     targets = plan.targets
+    conn_ids = {shard.id: shard.conn_id for shard in targets}
     strategy = options.strategy.value
+    params = migration_params(options)
     kwargs = dag_defaults(
         description=(migration.description or f"Roll out {migration.id}")[:500],
         doc_md=_doc(migration, plan),
@@ -170,25 +165,26 @@ def build_migration_dag(
     )
     kwargs.update(dag_kwargs)
     with DAG(dag_id or migration_dag_id(migration.id), **kwargs) as dag:
-        tasks = _ShardTasks(migration, strategy)
-        with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}") as shards_group:
-            leaves = _wire_shards(plan, tasks, migration)
-        if options.validate_before_apply:
-            preflight = MigrationPreflightOperator(
-                task_id=PREFLIGHT_TASK_ID,
-                migration_path=str(migration.path),
-                migration_checksum=migration.checksum,
-                shard_conn_ids={shard.id: shard.conn_id for shard in targets},
-                timeout=min(60.0, options.per_shard_timeout),
-                max_workers=max(8, plan.max_parallelism),
-            )
-            preflight >> shards_group
-        rollback = AutoRollbackOperator(
-            task_id=ROLLBACK_TASK_ID,
+        preflight = MigrationPreflightOperator(
+            task_id=PREFLIGHT_TASK_ID,
             migration_path=str(migration.path),
             migration_checksum=migration.checksum,
-            shard_task_ids=tasks.task_ids,
-            shard_conn_ids={shard.id: shard.conn_id for shard in targets},
+            shard_conn_ids=conn_ids,
+            plan=plan,
+            plan_xcom_key=PLAN_XCOM_KEY,
+            accepted_params=list(params),
+            check_drift=options.validate_before_apply,
+            timeout=min(60.0, options.per_shard_timeout),
+            max_workers=max(8, plan.max_parallelism),
+        )
+        with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}") as shards_group:
+            last = _wire_shards(layout, _ShardTasks(migration, strategy), migration)
+        rollback = AutoRollbackOperator(
+            task_id=AUTO_ROLLBACK_TASK_ID,
+            migration_path=str(migration.path),
+            migration_checksum=migration.checksum,
+            shard_task_ids=layout.shard_task_ids,
+            shard_conn_ids=conn_ids,
             max_parallelism=plan.max_parallelism,
             trigger_rule=TriggerRule.ALL_DONE,
         )
@@ -197,15 +193,20 @@ def build_migration_dag(
             migration_id=migration.id,
             strategy=strategy,
             target_shard_ids=[shard.id for shard in targets],
-            shard_task_ids=tasks.task_ids,
-            shards_of_task=tasks.shards_of,
-            rollback_task_id=ROLLBACK_TASK_ID,
+            shards_of_task=layout.shards_of(),
+            mapped_task_ids=[wave.task_id for wave in layout if wave.mapped],
+            rollback_task_id=AUTO_ROLLBACK_TASK_ID,
+            preflight_task_id=PREFLIGHT_TASK_ID,
+            canary_shard_id=plan.canary.id if plan.canary else None,
+            canary_gate_task_id=CANARY_GATE_TASK_ID if plan.canary else None,
             trigger_rule=TriggerRule.ALL_DONE,
         )
-        gate = MigrationGateOperator(task_id="gate", trigger_rule=TriggerRule.ALL_DONE)
-        leaves >> rollback
-        rollback >> report >> gate
-    attach_params(dag, migration_params(options))
+        gate = MigrationGateOperator(
+            task_id=GATE_TASK_ID, report_task_id=REPORT_TASK_ID, trigger_rule=TriggerRule.ALL_DONE
+        )
+        preflight >> shards_group
+        last >> rollback >> report >> gate
+    attach_params(dag, params)
     return dag
 
 

@@ -1,8 +1,8 @@
 """``build_rollback_dag``: a manual rollback driven by each shard's history.
 
-Every active shard gets a task; a shard whose history says the migration is there runs ``down`` under
-its lock, a shard without it reports ``pending`` ("nothing to roll back"). The ``shards`` param limits
-the rollback to chosen shards.
+Every active shard gets a task instance; a shard whose history says the migration is there runs ``down``
+under its lock, a shard without it reports ``not_applied``. The ``shards`` param limits the rollback to
+chosen shards (the others report ``not_selected``).
 """
 
 from __future__ import annotations
@@ -11,14 +11,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
+from airflow_provider_shardmigrate.core.options import Strategy
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind
 from airflow_provider_shardmigrate.core.scripts import Migration
 from airflow_provider_shardmigrate.core.topology import Topology
 from airflow_provider_shardmigrate.dags.common import attach_params, check_mappable, dag_defaults, rollback_dag_id
-from airflow_provider_shardmigrate.dags.migration import _as_migration, _as_topology
+from airflow_provider_shardmigrate.dags.layout import (
+    GATE_TASK_ID,
+    PLAN_XCOM_KEY,
+    PREFLIGHT_TASK_ID,
+    REPORT_TASK_ID,
+    SHARDS_GROUP,
+    TaskLayout,
+)
+from airflow_provider_shardmigrate.dags.migration import _as_migration, _as_topology, shard_kwargs
 from airflow_provider_shardmigrate.dags.params import rollback_params
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
+
+
+def rollback_plan(migration: Migration, topology: Topology) -> RolloutPlan:
+    """One throttled wave over every active shard."""
+    shards = topology.active_shards
+    if not shards:
+        raise InvalidTopologyError(f"{topology.source}: the topology has no active shard: nothing to roll back")
+    width = min(migration.options.max_parallelism, len(shards))
+    return RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, width),), width)
 
 
 def build_rollback_dag(
@@ -37,53 +56,65 @@ def build_rollback_dag(
     """
     from airflow.sdk import DAG, TaskGroup, TriggerRule
 
-    from airflow_provider_shardmigrate.operators.report import (
-        REPORT_TASK_ID,
-        MigrationGateOperator,
-        MigrationReportOperator,
-    )
-    from airflow_provider_shardmigrate.operators.shard import SHARDS_GROUP, ShardMigrationOperator
+    from airflow_provider_shardmigrate.operators.preflight import MigrationPreflightOperator
+    from airflow_provider_shardmigrate.operators.report import MigrationGateOperator, MigrationReportOperator
+    from airflow_provider_shardmigrate.operators.shard import ShardAction, ShardMigrationOperator
 
     migration = _as_migration(migration)
     topology = _as_topology(topology)
-    shards = topology.active_shards
-    if not shards:
-        raise InvalidTopologyError(f"{topology.source}: the topology has no active shard: nothing to roll back")
+    plan = rollback_plan(migration, topology)
+    (wave_task,) = TaskLayout.of(plan, rollback=True).waves
+    shards = wave_task.wave.shards
     check_mappable(len(shards), "the rollback DAG")
-    width = min(migration.options.max_parallelism, len(shards))
+    params = rollback_params([shard.id for shard in shards])
     kwargs = dag_defaults(
         description=f"Roll back {migration.id} on the shards whose history says it is applied"[:500],
         doc_md=(
             f"### Rollback of `{migration.id}`\n\nRuns `down` on every selected active shard whose history row is "
-            "`applied` or `baselined`, and marks it `rolled_back`. Shards without the migration report `pending`."
+            "`applied` or `baselined`, and marks it `rolled_back`. Shards without the migration report "
+            "`not_applied`; shards left out of the selection report `not_selected`."
         ),
         tags=["shardmigrate", "rollback"],
-        max_active_tasks=max(16, width + 2),
+        max_active_tasks=max(16, plan.max_parallelism + 2),
     )
     kwargs.update(dag_kwargs)
     with DAG(dag_id or rollback_dag_id(migration.id), **kwargs) as dag:
+        preflight = MigrationPreflightOperator(
+            task_id=PREFLIGHT_TASK_ID,
+            migration_path=str(migration.path),
+            migration_checksum=migration.checksum,
+            shard_conn_ids={shard.id: shard.conn_id for shard in shards},
+            plan=plan,
+            plan_xcom_key=PLAN_XCOM_KEY,
+            accepted_params=list(params),
+            check_drift=False,
+        )
         with TaskGroup(SHARDS_GROUP):
             undo = ShardMigrationOperator.partial(
-                task_id="rollback",
+                task_id=wave_task.name,
                 migration_path=str(migration.path),
                 migration_checksum=migration.checksum,
-                action="rollback",
+                action=ShardAction.ROLLBACK,
                 strategy="rollback",
+                requires=[PREFLIGHT_TASK_ID],
                 retries=0,
-                max_active_tis_per_dagrun=width,
+                max_active_tis_per_dagrun=plan.max_parallelism,
                 map_index_template="{{ task.shard_id }}",
-            ).expand_kwargs([{"shard_id": shard.id, "conn_id": shard.conn_id} for shard in shards])
+            ).expand_kwargs(shard_kwargs(shards))
         report = MigrationReportOperator(
             task_id=REPORT_TASK_ID,
             migration_id=migration.id,
             strategy="rollback",
+            kind="rollback",
             target_shard_ids=[shard.id for shard in shards],
-            shard_task_ids=[undo.task_id],
-            shards_of_task={undo.task_id: [shard.id for shard in shards]},
-            rollback_mode=True,
+            shards_of_task={wave_task.task_id: wave_task.shard_ids},
+            mapped_task_ids=[wave_task.task_id],
+            preflight_task_id=PREFLIGHT_TASK_ID,
             trigger_rule=TriggerRule.ALL_DONE,
         )
-        gate = MigrationGateOperator(task_id="gate", trigger_rule=TriggerRule.ALL_DONE)
-        undo >> report >> gate
-    attach_params(dag, rollback_params([shard.id for shard in shards]))
+        gate = MigrationGateOperator(
+            task_id=GATE_TASK_ID, report_task_id=REPORT_TASK_ID, trigger_rule=TriggerRule.ALL_DONE
+        )
+        preflight >> undo >> report >> gate
+    attach_params(dag, params)
     return dag

@@ -164,6 +164,10 @@ def _read_foreign_keys(
 # -- reading SQLite's stored DDL ------------------------------------------------------------------------
 
 
+#: opening quote -> closing quote of SQLite's string literals (') and quoted identifiers (" ` [ ]).
+_QUOTES = {"'": "'", '"': '"', "`": "`", "[": "]"}
+
+
 def _tokens(sql: str) -> list[tuple[str, int, int]]:
     """(kind, start, end) tokens: ``word``, ``quoted`` identifier, ``string``, ``(``, ``)``, ``,``, ``other``.
 
@@ -172,40 +176,58 @@ def _tokens(sql: str) -> list[tuple[str, int, int]]:
     tokens: list[tuple[str, int, int]] = []
     i, n = 0, len(sql)
     while i < n:
-        ch = sql[i]
-        if ch.isspace():
+        if sql[i].isspace():
             i += 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        elif ch in "'\"`[":
-            close = {"'": "'", '"': '"', "`": "`", "[": "]"}[ch]
-            j = i + 1
-            while j < n:
-                if sql[j] == close:
-                    if close != "]" and j + 1 < n and sql[j + 1] == close:
-                        j += 2
-                        continue
-                    break
-                j += 1
-            tokens.append(("string" if ch == "'" else "quoted", i, min(j + 1, n)))
-            i = j + 1
-        elif ch.isalnum() or ch == "_":
-            j = i
-            while j < n and (sql[j].isalnum() or sql[j] in "_$"):
-                j += 1
-            tokens.append(("word", i, j))
-            i = j
-        elif ch in "(),":
-            tokens.append((ch, i, i + 1))
-            i += 1
-        else:
-            tokens.append(("other", i, i + 1))
-            i += 1
+            continue
+        after_comment = _comment_end(sql, i)
+        if after_comment is not None:
+            i = after_comment
+            continue
+        kind, end = _token_at(sql, i)
+        tokens.append((kind, i, end))
+        i = end
     return tokens
+
+
+def _comment_end(sql: str, i: int) -> int | None:
+    """Where the ``--`` or ``/* */`` comment starting at ``i`` ends (None: no comment starts there)."""
+    if sql.startswith("--", i):
+        end = sql.find("\n", i)
+        return len(sql) if end < 0 else end + 1
+    if sql.startswith("/*", i):
+        end = sql.find("*/", i + 2)
+        return len(sql) if end < 0 else end + 2
+    return None
+
+
+def _token_at(sql: str, i: int) -> tuple[str, int]:
+    """Kind and end of the token starting at ``i`` (not a space, not a comment)."""
+    ch = sql[i]
+    if ch in _QUOTES:
+        return ("string" if ch == "'" else "quoted"), _quoted_end(sql, i)
+    if ch.isalnum() or ch == "_":
+        j = i
+        while j < len(sql) and (sql[j].isalnum() or sql[j] in "_$"):
+            j += 1
+        return "word", j
+    if ch in "(),":
+        return ch, i + 1
+    return "other", i + 1
+
+
+def _quoted_end(sql: str, i: int) -> int:
+    """End of the quoted token opening at ``i``: a doubled quote is an escaped one (not for ``[...]``);
+    an unterminated one runs to the end of the text."""
+    close = _QUOTES[sql[i]]
+    j, n = i + 1, len(sql)
+    while j < n:
+        if sql[j] != close:
+            j += 1
+        elif close != "]" and j + 1 < n and sql[j + 1] == close:
+            j += 2
+        else:
+            return j + 1
+    return n
 
 
 def _closing(tokens: list[tuple[str, int, int]], open_index: int) -> int:

@@ -196,12 +196,20 @@ def rollback_shard(
                     row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED) and row.statements_applied == 0
                 ):
                     return ShardStatus(
-                        shard.id, Outcome.PENDING, _elapsed_ms(started), None, "nothing to roll back: not applied here"
+                        shard.id,
+                        Outcome.NOT_APPLIED,
+                        _elapsed_ms(started),
+                        None,
+                        "nothing to roll back: not applied here",
                     )
                 if row.status is HistoryStatus.ROLLED_BACK:
                     when = row.rolled_back_at.isoformat() if row.rolled_back_at else "earlier"
                     return ShardStatus(
-                        shard.id, Outcome.ROLLED_BACK, _elapsed_ms(started), None, f"already rolled back ({when})"
+                        shard.id,
+                        Outcome.NOT_APPLIED,
+                        _elapsed_ms(started),
+                        None,
+                        f"nothing to roll back: already rolled back ({when})",
                     )
                 if row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED):
                     raise RollbackFailedError(
@@ -214,7 +222,7 @@ def rollback_shard(
                 if dry_run:
                     return ShardStatus(
                         shard.id,
-                        Outcome.WOULD_APPLY,
+                        Outcome.WOULD_ROLL_BACK,
                         _elapsed_ms(started),
                         None,
                         f"would roll back ({len(steps)} statement(s))",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -46,31 +46,53 @@ class CanaryGateOperator(BaseOperator):
         self.bake_time = bake_time
         self.timeout = timeout
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _fail(self, context: Context, code: str, message: str) -> NoReturn:
+        """Fail the gate with its reason pushed, so the report says why the rest of the fleet did not start."""
         from airflow.sdk.exceptions import AirflowFailException
 
+        context["ti"].xcom_push(key="return_value", value={"error_code": code, "error_message": message})
+        raise AirflowFailException(f"[{code}] {message}")
+
+    def _validate(self, context: Context) -> Any:
         from airflow_provider_shardmigrate.core.deadline import Deadline
         from airflow_provider_shardmigrate.core.errors import ErrorCode, ShardMigrateError
         from airflow_provider_shardmigrate.core.topology import Shard
         from airflow_provider_shardmigrate.engines import engine_for
 
-        status = context["ti"].xcom_pull(task_ids=self.canary_task_id, key="return_value") or {}
-        if status.get("outcome") not in ("succeeded", "already_applied", "would_apply"):
-            raise AirflowFailException(f"canary '{self.canary_shard_id}' did not apply: {status or 'no result'}")
+        try:
+            with engine_for(Shard(self.canary_shard_id, self.canary_conn_id)) as engine:
+                checked = engine.query_scalar(str(self.validation_query), Deadline(self.timeout))
+        except ShardMigrateError as exc:
+            self._fail(
+                context, exc.code.value, f"canary '{self.canary_shard_id}' validation query failed: {exc.message}"
+            )
+        if not checked:
+            self._fail(
+                context,
+                ErrorCode.MIGRATION_FAILED.value,
+                f"canary '{self.canary_shard_id}' failed validation: the query returned {checked!r}",
+            )
+        self.log.info("canary validation passed (%r)", checked)
+        return checked
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_shardmigrate.core.errors import ErrorCode
+        from airflow_provider_shardmigrate.core.outcomes import canary_cleared
+        from airflow_provider_shardmigrate.core.status import ShardStatus
+
+        data = context["ti"].xcom_pull(task_ids=self.canary_task_id, key="return_value")
+        status = ShardStatus.from_xcom(data) if ShardStatus.is_xcom(data) else None
+        if not canary_cleared(status):
+            outcome = status.outcome.value if status else "no result"
+            self._fail(
+                context,
+                (status.error_code if status else None) or ErrorCode.MIGRATION_FAILED.value,
+                f"canary '{self.canary_shard_id}' did not reach the migration ({outcome})",
+            )
         dry_run = bool(context["params"].get("dry_run"))
         checked: Any = None
         if self.validation_query and not dry_run:
-            try:
-                with engine_for(Shard(self.canary_shard_id, self.canary_conn_id)) as engine:
-                    checked = engine.query_scalar(self.validation_query, Deadline(self.timeout))
-            except ShardMigrateError as exc:
-                raise AirflowFailException(f"canary validation query failed: {exc}") from exc
-            if not checked:
-                raise AirflowFailException(
-                    f"[{ErrorCode.MIGRATION_FAILED}] canary '{self.canary_shard_id}' failed validation: the query "
-                    f"returned {checked!r}; the rest of the fleet is left pending"
-                )
-            self.log.info("canary validation passed (%r)", checked)
+            checked = self._validate(context)
         if self.bake_time and not dry_run:
             self.log.info("baking the canary for %gs", self.bake_time)
             time.sleep(self.bake_time)

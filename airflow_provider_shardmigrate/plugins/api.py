@@ -13,6 +13,8 @@ from typing import Any
 
 DRIFT_DAG_ID = "shardmigrate_drift"
 PUBLISH_TASK_ID = "publish"
+#: The task type of the first task of every shardmigrate rollout / rollback DAG.
+PREFLIGHT_TASK_TYPE = "MigrationPreflightOperator"
 
 
 def create_app() -> Any:
@@ -23,20 +25,19 @@ def create_app() -> Any:
     from airflow.models.xcom import XComModel
     from fastapi import Depends, FastAPI, HTTPException
 
-    from airflow_provider_shardmigrate.dags.common import DAG_PREFIX, ROLLBACK_SUFFIX
-    from airflow_provider_shardmigrate.progress import plan_from_dag, read_progress
+    from airflow_provider_shardmigrate.dags.layout import PREFLIGHT_TASK_ID, migration_id_of
+    from airflow_provider_shardmigrate.progress import read_progress
 
     app = FastAPI(title="shardmigrate", dependencies=[Depends(get_user)])
     dag_bag = DBDagBag()
 
     def progress_of(session: Any, dag_run: Any) -> dict[str, Any]:
         dag = dag_bag.get_dag_for_run(dag_run, session=session)
-        plan = plan_from_dag(dag) if dag is not None else None
-        if plan is None:
+        preflight = dag.task_dict.get(PREFLIGHT_TASK_ID) if dag is not None else None
+        if getattr(preflight, "task_type", None) != PREFLIGHT_TASK_TYPE:
             raise HTTPException(404, f"'{dag_run.dag_id}' is not a shardmigrate rollout DAG")
-        migration_id = dag_run.dag_id.removeprefix(DAG_PREFIX).removesuffix(ROLLBACK_SUFFIX)
         progress = read_progress(
-            session, dag_id=dag_run.dag_id, run_id=dag_run.run_id, migration_id=migration_id, plan=plan
+            session, dag_id=dag_run.dag_id, run_id=dag_run.run_id, migration_id=migration_id_of(dag_run.dag_id)
         )
         return {**progress.to_dict(), "dag_id": dag_run.dag_id, "run_state": str(dag_run.state)}
 

@@ -1,4 +1,4 @@
-"""Error codes (DESIGN 2.8) and the exceptions that carry them."""
+"""Error codes (docs/contracts.md) and the exceptions that carry them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ EXPECTED = {
     "shardmigrate.migration_not_found",
     "shardmigrate.invalid_topology",
     "shardmigrate.lock_timeout",
+    "shardmigrate.invalid_params",
 }
 
 

@@ -154,10 +154,26 @@ def test_unreachable_shard_fails_clearly_and_the_others_continue(mixed, write_mi
         "103_unreachable",
         up=UNIQUE_UP,
         extra=MYSQL_DOWN,
-        options={"strategy": "sequential", "stop_on_first_failure": False},
+        # without the preflight: an unreachable shard would refuse the whole run there (see the next test)
+        options={"strategy": "sequential", "stop_on_first_failure": False, "validate_before_apply": False},
     )
     run = dag_runner(build_migration_dag(migration, topology))
     assert run.outcomes() == {"pg-0": "succeeded", "pg-down": "failed", "my-0": "succeeded"}
     message = run.shards["pg-down"]["error_message"]
     assert "127.0.0.1:1" in message and "s3cret-pw" not in message
     assert "s3cret-pw" not in str(run.xcoms)
+
+
+@pytest.mark.slow
+def test_a_shard_the_preflight_cannot_read_refuses_the_run(mixed, write_migration, dag_runner):
+    mixed.pg.add("pg-0")
+    mixed.pg.add("pg-down", port=1, password="s3cret-pw")
+    topology = parse_topology(yaml.safe_load(topology_yaml(["pg-0", "pg-down"])), "mixed.yaml")
+    migration = write_migration("104_refused", up=UNIQUE_UP, options={"strategy": "parallel"})
+    run = dag_runner(build_migration_dag(migration, topology))
+    assert run.state == "failed"
+    assert run.outcomes() == {"pg-0": "pending", "pg-down": "pending"}
+    assert run.report is not None
+    assert run.report["refused"]["code"] == "shardmigrate.schema_comparison_failed"
+    assert "pg-down" in run.report["refused"]["reason"] and "s3cret-pw" not in str(run.xcoms)
+    assert mixed.pg.history("pg-0") == {}  # nothing ran anywhere

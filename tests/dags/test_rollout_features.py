@@ -87,15 +87,13 @@ def test_script_edited_after_parse_is_refused(preflight, sqlite_fleet, write_mig
     (migration / "up.sql").write_text("DROP TABLE customers;")  # edited between parse and run
     run = dag_runner(dag)
     assert run.state == "failed"
-    if preflight:  # refused before any shard
-        assert run.tasks[("preflight", -1)] == "failed"
-        assert run.xcoms[("preflight", -1)]["error_code"] == "shardmigrate.invalid_script"
-        assert "changed since this DAG was parsed" in run.xcoms[("preflight", -1)]["error_message"]
-        assert run.outcomes() == {"s0": "pending", "s1": "pending"}
-    else:  # every shard refuses on its own
-        for status in run.shards.values():
-            assert status["error_code"] == "shardmigrate.invalid_script"
-            assert "changed since this DAG was parsed" in status["error_message"]
+    # refused before any shard, with or without the drift check: the preflight always re-reads the scripts
+    assert run.tasks[("preflight", -1)] == "failed"
+    assert run.xcoms[("preflight", -1)]["error_code"] == "shardmigrate.invalid_script"
+    assert "changed since this DAG was parsed" in run.xcoms[("preflight", -1)]["error_message"]
+    assert run.outcomes() == {"s0": "pending", "s1": "pending"}
+    assert run.report is not None and run.report["refused"]["code"] == "shardmigrate.invalid_script"
+    assert "changed since this DAG was parsed" in run.report["halted_reason"]
     assert all("customers" in sqlite_fleet.objects(sid) for sid in ("s0", "s1"))
 
 
@@ -177,17 +175,22 @@ def test_rollback_dag_is_driven_by_history(sqlite_fleet, write_migration, dag_ru
         return build_rollback_dag(migration, topology)
 
     dry = dag_runner(rollback(), {"dry_run": True})
-    assert dry.outcomes() == {"s0": "would_apply", "s1": "would_apply", "s2": "pending", "s3": "would_apply"}
+    assert dry.outcomes() == {
+        "s0": "would_roll_back",
+        "s1": "would_roll_back",
+        "s2": "not_applied",
+        "s3": "would_roll_back",
+    }
     assert INDEX in sqlite_fleet.objects("s0")
 
     only = dag_runner(rollback(), {"shards": ["s1"]})
     assert only.state == "success"
-    assert only.outcomes() == {"s0": "pending", "s1": "rolled_back", "s2": "pending", "s3": "pending"}
+    assert only.outcomes() == {"s0": "not_selected", "s1": "rolled_back", "s2": "not_selected", "s3": "not_selected"}
     assert INDEX not in sqlite_fleet.objects("s1") and INDEX in sqlite_fleet.objects("s0")
 
     full = dag_runner(rollback())
     assert full.state == "success"
-    assert full.outcomes() == {"s0": "rolled_back", "s1": "rolled_back", "s2": "pending", "s3": "rolled_back"}
+    assert full.outcomes() == {"s0": "rolled_back", "s1": "not_applied", "s2": "not_applied", "s3": "rolled_back"}
     assert "already rolled back" in full.shards["s1"]["error_message"]
     assert "nothing to roll back" in full.shards["s2"]["error_message"]
     for shard_id in ("s0", "s1", "s3"):

@@ -187,9 +187,15 @@ def test_report_xcom_has_the_contract_shape(sqlite_fleet, write_migration, dag_r
         "failed_count",
         "pending_count",
         "rolled_back_count",
+        "outcome_counts",
+        "halted_reason",
+        "refused",
         "total_duration_ms",
         "shards",
     }
+    assert list(run.report)[-1] == "shards"  # the summary first, the per-shard map last
+    assert run.report["refused"] is None and run.report["halted_reason"] is None
+    assert run.report["outcome_counts"] == {"succeeded": 5, "failed": 1}
     assert run.report["total_duration_ms"] > 0
     for status in run.shards.values():
         assert set(status) == {"shard_id", "outcome", "duration_ms", "error_code", "error_message"}

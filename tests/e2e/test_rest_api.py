@@ -23,6 +23,9 @@ REPORT_KEYS = {
     "failed_count",
     "pending_count",
     "rolled_back_count",
+    "outcome_counts",
+    "halted_reason",
+    "refused",
     "total_duration_ms",
     "shards",
 }
