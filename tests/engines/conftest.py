@@ -86,8 +86,10 @@ class EngineShard:
     #: Text in the message for an INSERT into a missing table / a CREATE of an existing one.
     missing_table_code: ClassVar[str]
     exists_code: ClassVar[str]
-    #: Any of these in the message proves the database itself stopped the statement at the deadline.
+    #: Any of these in the message proves the database itself stopped the statement at the deadline
+    #: (``blocked_evidence``: stopped a statement waiting for another session's lock).
     timeout_evidence: ClassVar[tuple[str, ...]]
+    blocked_evidence: ClassVar[tuple[str, ...]]
     #: Sets of modules whose absence must each make the engine ask for its pip extra.
     missing_extra_blocks: ClassVar[tuple[tuple[str, ...], ...]]
     extra: ClassVar[str]
@@ -180,6 +182,10 @@ class EngineShard:
     def migration_lock_held(self) -> bool:
         raise NotImplementedError
 
+    def lock_label(self) -> str:
+        """How a lock-timeout message names this shard's migration lock."""
+        raise NotImplementedError
+
     def migration_lock_waiters(self) -> int | None:
         """Sessions waiting for the migration lock; None when the engine cannot show it."""
         return None
@@ -213,6 +219,7 @@ class SqliteShard(EngineShard):
     missing_table_code = "no such table"
     exists_code = "already exists"
     timeout_evidence = ("interrupted",)
+    blocked_evidence = ("locked",)
     missing_extra_blocks = (("airflow.providers.sqlite.hooks",),)  # sqlite3 itself is the standard library
     extra = "sqlite"
     rich_up = """
@@ -297,6 +304,9 @@ CREATE TRIGGER orders_note AFTER INSERT ON orders BEGIN UPDATE orders SET note =
             os.close(fd)  # also releases the probe's own lock
         return False
 
+    def lock_label(self) -> str:
+        return f"'{self.path}'"
+
     def unreachable(self, password: str) -> tuple[Shard, list[str]]:
         shard_id = f"{self.prefix}-down"
         path = self.fleet.add(shard_id)
@@ -322,7 +332,8 @@ class PostgresShard(EngineShard):
     history_objects = frozenset({"shardmigrate_history", "shardmigrate_history_pkey"})
     missing_table_code = "42P01"
     exists_code = "42P07"
-    timeout_evidence = ("55P03", "57014")  # lock_not_available, query_canceled
+    timeout_evidence = ("57014",)  # query_canceled
+    blocked_evidence = ("55P03", "57014")  # lock_not_available (lock_timeout), or statement_timeout first
     missing_extra_blocks = (("psycopg", "psycopg2"), ("airflow.providers.postgres.hooks",))
     extra = "postgres"
     rich_up = """
@@ -394,6 +405,9 @@ $body$ LANGUAGE plpgsql;
     def migration_lock_waiters(self) -> int | None:
         return sum(1 for row in self._lock_rows() if not row[0])
 
+    def lock_label(self) -> str:
+        return f"database '{self.fleet.databases[self.shard_id]}' schema 'public'"
+
     def unreachable(self, password: str) -> tuple[Shard, list[str]]:
         shard_id = f"{self.prefix}-down"
         database = self.fleet.add(shard_id, password=password, port=1)
@@ -408,7 +422,6 @@ class MySqlShard(EngineShard):
     history_objects = frozenset({"shardmigrate_history"})
     missing_table_code = "1146"
     exists_code = "1050"
-    timeout_evidence = ("1969", "1317")  # MariaDB max_statement_time, KILL QUERY (MySQL 8)
     missing_extra_blocks = (("MySQLdb", "mysql.connector"), ("airflow.providers.mysql.hooks",))
     extra = "mysql"
     rich_up = """
@@ -459,8 +472,18 @@ END;
 
         return lock_name(self.fleet.databases[self.shard_id])
 
+    @property
+    def timeout_evidence(self) -> tuple[str, ...]:  # type: ignore[override]
+        # MariaDB's max_statement_time (1969); MySQL 8's KILL QUERY watchdog (1317)
+        return ("1969",) if self.fleet.server.is_mariadb else ("1317",)
+
+    blocked_evidence = timeout_evidence
+
     def migration_lock_held(self) -> bool:
         return self.query("SELECT IS_USED_LOCK(%s)", (self._lock_name(),)) != [(None,)]
+
+    def lock_label(self) -> str:
+        return f"'{self._lock_name()}'"
 
     def migration_lock_waiters(self) -> int | None:
         rows = self.fleet.activity(self.shard_id)
