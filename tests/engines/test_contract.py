@@ -193,7 +193,8 @@ def test_rollback_then_reapply(engine_shard: EngineShard, write_migration: Write
     row = engine_shard.history()["001_orders"]
     assert row["status"] == "rolled_back" and row["rolled_back_at"] is not None
     assert row["applied_at"] == applied_at  # timestamp kept
-    assert rollback_shard(engine_shard.shard, migration).outcome == "rolled_back"  # idempotent
+    again_rolled = rollback_shard(engine_shard.shard, migration)  # idempotent: nothing left to undo
+    assert again_rolled.outcome == "not_applied" and "already rolled back" in (again_rolled.error_message or "")
 
     again = apply_to_shard(engine_shard.shard, migration)
 
