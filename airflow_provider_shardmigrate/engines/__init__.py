@@ -1,19 +1,28 @@
-"""Engines: one module per database. ``engine_for`` picks one from the Airflow connection's type."""
+"""Engines: one module per database. ``engine_for`` picks one from the Airflow connection's type, through
+the one table of connection types in engines/registry.py."""
 
 from __future__ import annotations
-
-from importlib import import_module
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError, MigrationFailedError
 from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.engines.base import ShardEngine
+from airflow_provider_shardmigrate.engines.registry import (
+    CONNECTION_TYPES,
+    EngineFamily,
+    family_of,
+    implemented_types,
+    load_engine_class,
+)
 
-#: connection type -> "module:Class", imported only when a shard of that type is used.
-ENGINE_CLASSES: dict[str, str] = {
-    "sqlite": "airflow_provider_shardmigrate.engines.sqlite:SqliteEngine",
-    "postgres": "airflow_provider_shardmigrate.engines.postgres:PostgresEngine",
-    "mysql": "airflow_provider_shardmigrate.engines.mysql:MySqlEngine",
-}
+__all__ = [
+    "CONNECTION_TYPES",
+    "EngineFamily",
+    "ShardEngine",
+    "connection_type",
+    "engine_class",
+    "engine_for",
+    "implemented_types",
+]
 
 
 def connection_type(conn_id: str, shard_id: str | None = None) -> str:
@@ -37,19 +46,15 @@ def connection_type(conn_id: str, shard_id: str | None = None) -> str:
 
 
 def engine_class(conn_type: str) -> type[ShardEngine]:
-    target = ENGINE_CLASSES.get(conn_type)
-    if target is None:
-        raise InvalidTopologyError(
-            f"connection type '{conn_type}' is not supported; supported: {', '.join(sorted(ENGINE_CLASSES))}"
-        )
-    module, _, name = target.partition(":")
-    cls: type[ShardEngine] = getattr(import_module(module), name)
+    """The engine class serving ``conn_type``; InvalidTopologyError when unknown or its extra is missing."""
+    cls: type[ShardEngine] = load_engine_class(family_of(conn_type))
     return cls
 
 
-def engine_for(shard: Shard) -> ShardEngine:
-    """A (not yet opened) engine for ``shard``, chosen from its Airflow connection's type."""
-    conn_type = connection_type(shard.conn_id, shard.id)
+def engine_for(shard: Shard, *, conn_type: str | None = None) -> ShardEngine:
+    """A (not yet opened) engine for ``shard``, chosen from its Airflow connection's type (looked up unless
+    the caller already knows it)."""
+    conn_type = conn_type if conn_type is not None else connection_type(shard.conn_id, shard.id)
     try:
         cls = engine_class(conn_type)
     except InvalidTopologyError as exc:

@@ -8,9 +8,10 @@ and enforces the deadline server-side; it never decides what to do.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from airflow_provider_shardmigrate.core.deadline import Deadline
 from airflow_provider_shardmigrate.core.history import HistoryRecord
@@ -18,12 +19,17 @@ from airflow_provider_shardmigrate.core.history import HistoryRecord
 #: One unit of work: a SQL statement for SQL engines, a command document for MongoDB.
 Step = Any
 
+#: Time budget (seconds) for connecting when an engine is opened without a deadline (``with engine:``).
+DEFAULT_OPEN_TIMEOUT_S = 30.0
+
 
 class ShardEngine(ABC):
-    """Database talk for one shard. Use as a context manager: the connection lives inside ``with``."""
+    """Database talk for one shard.
 
-    #: Airflow connection types this engine serves.
-    conn_types: ClassVar[tuple[str, ...]]
+    ``with engine.connected(deadline) as engine:`` opens the connection inside the shard's time budget (the
+    runner, the CLI, introspection); ``with engine:`` opens it within :data:`DEFAULT_OPEN_TIMEOUT_S`.
+    """
+
     #: Script variant this engine runs (``up.<variant>.sql``; MongoDB: ``mongo``).
     variant: ClassVar[str]
     #: Whether DDL and the history row can commit in one transaction.
@@ -32,8 +38,10 @@ class ShardEngine(ABC):
     def __init__(self, conn_id: str, shard_id: str) -> None:
         self.conn_id = conn_id
         self.shard_id = shard_id
+        #: Prefix of the session's name where the database shows one (PostgreSQL ``application_name``).
+        self.session_label = "shardmigrate"
 
-    def __enter__(self) -> ShardEngine:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -42,9 +50,23 @@ class ShardEngine(ABC):
     ) -> None:
         self.close()
 
+    @contextmanager
+    def connected(self, deadline: Deadline, *, read_only: bool = False) -> Iterator[Self]:
+        """The engine, connected within ``deadline``, closed on exit."""
+        self.open(deadline, read_only=read_only)
+        try:
+            yield self
+        finally:
+            self.close()
+
     @abstractmethod
-    def open(self) -> None:
-        """Connect; raise a ShardMigrateError naming the shard when the database cannot be reached."""
+    def open(self, deadline: Deadline | None = None, *, read_only: bool = False) -> None:
+        """Connect within ``deadline`` (default: :data:`DEFAULT_OPEN_TIMEOUT_S`).
+
+        A database that cannot be reached in time raises MigrationTimeoutError, one that refuses the
+        connection MigrationFailedError, both naming the shard and never the password. ``read_only``
+        sessions refuse writes and bound every statement by what is left of ``deadline``.
+        """
 
     @abstractmethod
     def close(self) -> None: ...

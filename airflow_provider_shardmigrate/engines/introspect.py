@@ -1,29 +1,24 @@
 """Reading shard schemas: one shard through its Airflow hook, a fleet through a bounded pool, and the
 drift report that ties the two to the pure comparison in core/drift.py.
 
-Connections are opened through the official hooks (SqliteHook, PostgresHook, MySqlHook), chosen by the
-Airflow connection's type, so whatever Airflow knows about a connection (env ``AIRFLOW_CONN_*``, the
-metadata DB, secrets backends, extras) applies. Every connection is read-only and carries the time
-budget into the server: PostgreSQL ``statement_timeout``/``lock_timeout``, MariaDB
+Connections are the shards' engines' own (engines/sqlite.py, postgres.py, mysql.py: the official hooks,
+chosen by the Airflow connection's type through engines/registry.py), so whatever Airflow knows about a
+connection (env ``AIRFLOW_CONN_*``, the metadata DB, secrets backends, extras) applies, and connecting is
+bounded as it is for a migration. Every connection is read-only and carries the time budget into the
+server: PostgreSQL ``statement_timeout``/``lock_timeout``, MariaDB
 ``max_statement_time`` (MySQL ``max_execution_time``) and ``lock_wait_timeout``, SQLite a progress-handler
 interrupt -- so a slow catalog never leaves a query of ours running after we gave up on the shard.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib import import_module
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from airflow_provider_shardmigrate.core.deadline import Deadline
 from airflow_provider_shardmigrate.core.drift import (
@@ -33,10 +28,16 @@ from airflow_provider_shardmigrate.core.drift import (
     compare_fleet,
     shards_to_compare,
 )
-from airflow_provider_shardmigrate.core.errors import ErrorCode, SchemaComparisonFailedError, ShardMigrateError
+from airflow_provider_shardmigrate.core.errors import (
+    ErrorCode,
+    MigrationTimeoutError,
+    SchemaComparisonFailedError,
+    ShardMigrateError,
+)
 from airflow_provider_shardmigrate.core.schema import Schema
 from airflow_provider_shardmigrate.core.status import redact
 from airflow_provider_shardmigrate.core.topology import DriftDepth, Shard, Topology
+from airflow_provider_shardmigrate.engines.registry import CONNECTION_TYPES
 
 #: Seconds one shard's introspection may take (connect + every catalog query).
 DEFAULT_TIMEOUT = 60.0
@@ -46,14 +47,6 @@ DEFAULT_MAX_WORKERS = 8
 _ABANDON_SLACK = 5.0
 #: ``application_name`` prefix of our PostgreSQL sessions (pg_stat_activity).
 APPLICATION_NAME = "shardmigrate-drift"
-
-#: Airflow connection type -> introspection module.
-INTROSPECTORS = {
-    "sqlite": "airflow_provider_shardmigrate.engines.introspect_sqlite",
-    "postgres": "airflow_provider_shardmigrate.engines.introspect_postgres",
-    "postgresql": "airflow_provider_shardmigrate.engines.introspect_postgres",
-    "mysql": "airflow_provider_shardmigrate.engines.introspect_mysql",
-}
 
 _TIMEOUT_MARKERS = (
     "statement timeout",
@@ -69,118 +62,6 @@ _TIMEOUT_MARKERS = (
 # -- connections ---------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _mysql_hook_class() -> type[Any]:
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
-
-    class IntrospectionMySqlHook(MySqlHook):  # type: ignore[misc]
-        """MySqlHook that bounds the connect time (the hook has no setting for it; the drivers wait for the OS)."""
-
-        connect_timeout = 10
-
-        def _get_conn_config_mysql_client(self, conn: Any) -> dict[str, Any]:
-            config: dict[str, Any] = super()._get_conn_config_mysql_client(conn)
-            config.setdefault("connect_timeout", self.connect_timeout)
-            return config
-
-        def _get_conn_config_mysql_connector_python(self, conn: Any) -> dict[str, Any]:
-            config: dict[str, Any] = super()._get_conn_config_mysql_connector_python(conn)
-            config.setdefault("connection_timeout", self.connect_timeout)
-            return config
-
-    return IntrospectionMySqlHook
-
-
-def _connect_seconds(deadline: Deadline) -> int:
-    return max(2, min(30, math.ceil(deadline.remaining())))
-
-
-def _open_sqlite(shard: Shard, deadline: Deadline) -> Any:
-    from airflow.providers.sqlite.hooks.sqlite import SqliteHook
-
-    connection = SqliteHook(sqlite_conn_id=shard.conn_id).get_connection(shard.conn_id)  # type: ignore[no-untyped-call]
-    raw = connection.host or connection.schema or ""
-    if not raw:
-        raise SchemaComparisonFailedError(
-            f"connection '{shard.conn_id}' has no database file path (set the connection's host to the file)",
-            shard_id=shard.id,
-        )
-    path = Path(raw)
-    if not path.is_file():  # sqlite3 would create an empty file: a typo must not read as "every table missing"
-        raise SchemaComparisonFailedError(
-            f"SQLite database file '{path}' (connection '{shard.conn_id}') does not exist", shard_id=shard.id
-        )
-    conn = sqlite3.connect(
-        f"file:{quote(str(path))}?mode=ro", uri=True, timeout=deadline.remaining(), check_same_thread=False
-    )
-    conn.set_progress_handler(lambda: 1 if deadline.expired() else 0, 10_000)
-    return conn
-
-
-def _open_postgres(shard: Shard, deadline: Deadline) -> Any:
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    hook = PostgresHook(postgres_conn_id=shard.conn_id)
-    connection = hook.connection
-    # The hook hands extras to libpq as connection keywords: bound the connect (libpq waits forever by
-    # default) and label the session, unless the connection already says otherwise.
-    extras = connection.extra_dejson
-    additions: dict[str, Any] = {}
-    if "connect_timeout" not in extras:
-        additions["connect_timeout"] = _connect_seconds(deadline)
-    if "application_name" not in extras:
-        additions["application_name"] = f"{APPLICATION_NAME}:{shard.id}"[:63]
-    if additions:
-        connection.extra = json.dumps({**extras, **additions})
-    conn = hook.get_conn()
-    milliseconds = deadline.remaining_ms()
-    cursor = conn.cursor()
-    try:  # one round trip; the transaction (never committed) carries the settings to every catalog query
-        cursor.execute(
-            f"SET TRANSACTION READ ONLY; SET statement_timeout = {milliseconds}; SET lock_timeout = {milliseconds}"
-        )
-    finally:
-        cursor.close()
-    return conn
-
-
-def _open_mysql(shard: Shard, deadline: Deadline) -> Any:
-    hook = _mysql_hook_class()(mysql_conn_id=shard.conn_id)
-    hook.connect_timeout = _connect_seconds(deadline)
-    conn = hook.get_conn()
-    info = conn.get_server_info() if hasattr(conn, "get_server_info") else ""
-    info = info.decode() if isinstance(info, bytes) else str(info)
-    cursor = conn.cursor()
-    try:
-        seconds = max(0.001, deadline.remaining())
-        statement_limit = (
-            f"max_statement_time = {seconds:.3f}"
-            if "mariadb" in info.lower()
-            else f"max_execution_time = {int(seconds * 1000)}"  # MySQL: SELECTs only, which is all we run
-        )
-        cursor.execute(f"SET SESSION {statement_limit}, SESSION lock_wait_timeout = {max(1, math.ceil(seconds))}")
-        cursor.execute("SET SESSION TRANSACTION READ ONLY")
-    finally:
-        cursor.close()
-    return conn
-
-
-_OPENERS: dict[str, Callable[[Shard, Deadline], Any]] = {
-    "sqlite": _open_sqlite,
-    "postgres": _open_postgres,
-    "postgresql": _open_postgres,
-    "mysql": _open_mysql,
-}
-
-
-def _close(conn: Any) -> None:
-    # the connection may already be broken; closing is all that matters
-    with suppress(Exception):
-        conn.rollback()  # read-only work: nothing to keep
-    with suppress(Exception):
-        conn.close()
-
-
 def _secret_of(shard: Shard) -> str | None:
     from airflow.sdk import BaseHook
 
@@ -189,24 +70,37 @@ def _secret_of(shard: Shard) -> str | None:
     return None
 
 
-@contextmanager
-def introspection_connection(shard: Shard, deadline: Deadline) -> Iterator[tuple[Any, Any]]:
-    """``(introspection module, open read-only DB-API connection)`` for ``shard``."""
+def _introspector(shard: Shard) -> tuple[str, Any]:
+    """``(connection type, introspection module)`` of ``shard`` (engines/registry.py)."""
     from airflow_provider_shardmigrate.engines import connection_type
 
     conn_type = connection_type(shard.conn_id, shard.id)
-    if conn_type not in INTROSPECTORS:
+    family = CONNECTION_TYPES.get(conn_type)
+    if family is None or family.engine is None or family.introspector is None:
+        supported = sorted(t for t, f in CONNECTION_TYPES.items() if f.engine and f.introspector)
         raise SchemaComparisonFailedError(
             f"drift detection does not support connection type '{conn_type}' (connection '{shard.conn_id}'); "
-            f"supported: {', '.join(sorted(set(INTROSPECTORS)))}",
+            f"supported: {', '.join(supported)}",
             shard_id=shard.id,
         )
-    module = import_module(INTROSPECTORS[conn_type])
-    conn = _OPENERS[conn_type](shard, deadline)
-    try:
-        yield module, conn
-    finally:
-        _close(conn)
+    return conn_type, import_module(family.introspector)
+
+
+@contextmanager
+def introspection_connection(shard: Shard, deadline: Deadline) -> Iterator[tuple[Any, Any]]:
+    """``(introspection module, open read-only DB-API connection)`` for ``shard``.
+
+    The connection is the shard's engine's own (engines/<engine>.py), opened read-only within ``deadline``:
+    the same hook, driver timeouts and error messages as apply and rollback, and every statement bounded
+    by the server at the deadline.
+    """
+    from airflow_provider_shardmigrate.engines import engine_for
+
+    conn_type, module = _introspector(shard)
+    engine = engine_for(shard, conn_type=conn_type)
+    engine.session_label = APPLICATION_NAME
+    with engine.connected(deadline, read_only=True):
+        yield module, engine.conn  # type: ignore[attr-defined]
 
 
 def introspect_shard(shard: Shard, depth: DriftDepth, *, timeout: float = DEFAULT_TIMEOUT) -> Schema:
@@ -223,6 +117,8 @@ def introspect_shard(shard: Shard, depth: DriftDepth, *, timeout: float = DEFAUL
             return schema
     except SchemaComparisonFailedError:
         raise
+    except MigrationTimeoutError as exc:
+        raise SchemaComparisonFailedError(f"introspection timed out: {exc.message}", shard_id=shard.id) from None
     except ShardMigrateError as exc:
         raise SchemaComparisonFailedError(exc.message, shard_id=shard.id) from None
     except Exception as exc:

@@ -7,6 +7,10 @@ the last statement that completed.
 
 Why it is built this way:
 
+* **Connecting** is inside the shard's time budget: the driver's ``connect_timeout`` is what is left of the
+  deadline, and ``read_timeout``/``write_timeout`` bound every read a little beyond the longest statement
+  the server itself bounds, so a server that accepts the connection and never answers ends in
+  ``migration_timeout`` instead of hanging the task (:func:`connect_with_timeouts`).
 * **Lock.** ``GET_LOCK`` is a session lock with a server-side bounded wait, released when the session ends
   (a killed worker frees the shard as soon as the server notices the disconnect). Its names are global to
   the *server*, not the database, so the name includes the shard's database.
@@ -42,11 +46,10 @@ from airflow_provider_shardmigrate.core.errors import (
     LockTimeoutError,
     MigrationFailedError,
     MigrationTimeoutError,
-    ShardMigrateError,
 )
 from airflow_provider_shardmigrate.core.history import HISTORY_COLUMNS, HISTORY_TABLE, HistoryRecord
 from airflow_provider_shardmigrate.core.sqltext import preview, split_sql
-from airflow_provider_shardmigrate.engines.dbapi import DbApiEngine
+from airflow_provider_shardmigrate.engines.dbapi import DbApiEngine, connect_seconds
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,10 @@ LOCK_PREFIX = "shardmigrate:"
 BOOKKEEPING_TIMEOUT_S = 30
 #: In watchdog mode the server-side lock-wait timeouts fire this much after the watchdog, as a backstop.
 WATCHDOG_BACKSTOP_S = 1
+#: Seconds the watchdog may spend opening its second connection.
+WATCHDOG_CONNECT_S = 5
+#: A read may wait this much longer than the longest statement the server bounds (client-side backstop).
+READ_SLACK_S = 5
 
 # Server error numbers (same on MySQL and MariaDB unless noted).
 ER_LOCK_WAIT_TIMEOUT = 1205  # lock_wait_timeout / innodb_lock_wait_timeout
@@ -125,6 +132,35 @@ def _utc_naive(value: object) -> object:
     return value
 
 
+def connect_with_timeouts(hook: Any, connection: Any, *, connect_timeout: int, read_timeout: int) -> Any:
+    """``MySqlHook.get_conn()`` plus the driver's connect, read and write timeouts.
+
+    The one place that reaches past MySqlHook's public surface: the hook (provider 6.x) turns the Airflow
+    connection into the driver's keyword arguments but has no setting, extra or argument for the driver's
+    timeouts, and without them a server that accepts the TCP connection and never answers blocks the task
+    in C code forever. So this does what ``get_conn()`` does -- the hook's own keyword arguments
+    (``_get_conn_config_*``: IAM, SSL, charset and cursor extras included) handed to the driver the hook
+    would pick -- and adds the timeouts. tests/engines/test_mysql.py fails when the installed provider's
+    ``get_conn()`` stops working this way.
+    """
+    client = connection.extra_dejson.get("client", "mysqlclient")
+    if client == "mysqlclient":
+        import MySQLdb
+
+        config = hook._get_conn_config_mysql_client(connection)
+        return MySQLdb.connect(
+            **config, connect_timeout=connect_timeout, read_timeout=read_timeout, write_timeout=read_timeout
+        )
+    if client == "mysql-connector-python":
+        import mysql.connector
+
+        config = hook._get_conn_config_mysql_connector_python(connection)
+        return mysql.connector.connect(
+            **config, connection_timeout=connect_timeout, read_timeout=read_timeout, write_timeout=read_timeout
+        )
+    return hook.get_conn()  # any other client: the hook's own behaviour (and its error for an unknown one)
+
+
 def _check_no_delimiter(script: str) -> None:
     for number, line in enumerate(script.splitlines(), start=1):
         words = line.split(None, 1)
@@ -180,12 +216,12 @@ class KillQueryWatchdog:
 
 
 class MySqlEngine(DbApiEngine):
-    conn_types = ("mysql",)
     variant = "mysql"
     transactional_ddl = False
     HISTORY_EXISTS_SQL = (
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
     )
+    FAMILY = "MySQL/MariaDB"
 
     def __init__(self, conn_id: str, shard_id: str, *, timeout_mode: TimeoutMode = "auto") -> None:
         """``timeout_mode``: ``auto`` (MariaDB -> server, MySQL -> watchdog), or force ``server``/``watchdog``.
@@ -198,11 +234,8 @@ class MySqlEngine(DbApiEngine):
         self.requested_timeout_mode: TimeoutMode = timeout_mode
         self.timeout_mode: Literal["server", "watchdog"] = "server"
         self._hook: Any = None
-        self._conn: Any = None
-        self._driver_errors: tuple[type[BaseException], ...] = ()
+        self._connection: Any = None
         self._cursor_class: Any = None
-        self.address = "?"
-        self.database = "?"
         self.version = ""
         self.is_mariadb = False
         self.connection_id = 0
@@ -210,66 +243,79 @@ class MySqlEngine(DbApiEngine):
         self.last_watchdog: KillQueryWatchdog | None = None
 
     # -- connection --------------------------------------------------------------------------------
-    def open(self) -> None:
+    def _connect(self, deadline: Deadline) -> Any:
         from airflow.providers.mysql.hooks.mysql import MySqlHook
 
-        try:
-            self._hook = MySqlHook(mysql_conn_id=self.conn_id)
-            connection = self._hook.connection
-        except Exception as exc:
-            raise MigrationFailedError(
-                f"cannot read Airflow connection '{self.conn_id}': {type(exc).__name__}: {exc}",
-                shard_id=self.shard_id,
-            ) from exc
-        self._secret = connection.password or None
-        self.address = f"{connection.host or 'localhost'}:{connection.port or 3306}"
-        self.database = str(connection.schema or "")
+        self._connection = self._airflow_connection(MySqlHook)
+        self._secret = self._connection.password or None
+        self.address = f"{self._connection.host or 'localhost'}:{self._connection.port or 3306}"
+        self.database = str(self._connection.schema or "")
         if not self.database:
             raise MigrationFailedError(
                 f"Airflow connection '{self.conn_id}' names no database (set its schema): the history table "
                 "and the migration lock belong to one database",
                 shard_id=self.shard_id,
             )
-        self._conn = self._connect()
-        try:
-            self._start_session()
-        except BaseException:
-            self.close()  # ``with`` never calls __exit__ when __enter__ fails
-            raise
+        self._hook = MySqlHook(mysql_conn_id=self.conn_id, connection=self._connection)
+        return self._driver_connection(deadline)
 
-    def _start_session(self) -> None:
+    def _driver_connection(self, deadline: Deadline) -> Any:
+        """A new driver connection (the shard's, or the watchdog's second one), connected within ``deadline``.
+
+        Every read of the connection is bounded client-side too: a single read legitimately waits at most
+        for the longest statement the server itself bounds (the deadline, or the bookkeeping bound), so a
+        server that stops answering is given up on a few seconds after that instead of never.
+        """
+        read_timeout = max(math.ceil(deadline.remaining()), BOOKKEEPING_TIMEOUT_S) + READ_SLACK_S
+        try:
+            return connect_with_timeouts(
+                self._hook, self._connection, connect_timeout=connect_seconds(deadline), read_timeout=read_timeout
+            )
+        except Exception as exc:
+            raise self._unreachable(exc, deadline) from None  # the driver's error may carry connection parameters
+
+    def _start_session(self, deadline: Deadline) -> None:
         self._bind_driver()
-        self._hook.set_autocommit(self._conn, True)
+        self._hook.set_autocommit(self.conn, True)
         version, self.connection_id, database = self._guarded(
             lambda: self._fetchone("SELECT VERSION(), CONNECTION_ID(), DATABASE()"), None, "reading the version"
         )
         self.version, self.database = str(version), str(database)
         self.is_mariadb = "mariadb" in self.version.lower()
+        if self.read_only:
+            self._start_read_only(deadline)
+            return
+        self.timeout_mode = self._choose_timeout_mode()
+        self._set_wait_timeouts(BOOKKEEPING_TIMEOUT_S)
+
+    def _choose_timeout_mode(self) -> Literal["server", "watchdog"]:
         if self.requested_timeout_mode == "auto":
-            self.timeout_mode = "server" if self.is_mariadb else "watchdog"
-        elif self.requested_timeout_mode == "server" and not self.is_mariadb:
+            return "server" if self.is_mariadb else "watchdog"
+        if self.requested_timeout_mode == "server" and not self.is_mariadb:
             raise MigrationFailedError(
                 f"server-side statement timeouts need MariaDB's max_statement_time; {self.address} runs MySQL "
                 f"{self.version} (use timeout_mode 'watchdog' or 'auto')",
                 shard_id=self.shard_id,
             )
-        else:
-            self.timeout_mode = self.requested_timeout_mode  # type: ignore[assignment]
-        self._set_wait_timeouts(BOOKKEEPING_TIMEOUT_S)
+        return self.requested_timeout_mode
 
-    def _connect(self) -> Any:
-        try:
-            return self._hook.get_conn()
-        except Exception as exc:
-            raise MigrationFailedError(
-                f"cannot connect to MySQL/MariaDB at {self.address}, database '{self.database}' (Airflow connection "
-                f"'{self.conn_id}', shard '{self.shard_id}'): {self._scrub(_detail(exc))}",
-                shard_id=self.shard_id,
-            ) from None  # the driver's exception may carry connection parameters: keep it out of tracebacks
+    def _start_read_only(self, deadline: Deadline) -> None:
+        """Read-only session whose every statement the server stops at the deadline (MySQL: SELECTs only,
+        which is all a read-only session runs)."""
+        seconds = max(0.001, deadline.remaining())
+        limit = (
+            f"max_statement_time = {seconds:.3f}" if self.is_mariadb else f"max_execution_time = {int(seconds * 1000)}"
+        )
+        self._guarded(
+            lambda: self._execute(f"SET SESSION {limit}, SESSION lock_wait_timeout = {max(1, math.ceil(seconds))}"),
+            deadline,
+            "setting timeouts",
+        )
+        self._guarded(lambda: self._execute("SET SESSION TRANSACTION READ ONLY"), deadline, "starting read-only")
 
     def _bind_driver(self) -> None:
         """mysqlclient (the hook's default) or mysql-connector-python (``{"client": ...}`` in the extras)."""
-        module = type(self._conn).__module__
+        module = type(self.conn).__module__
         if module.startswith("MySQLdb"):
             import MySQLdb
             import MySQLdb.cursors
@@ -282,35 +328,15 @@ class MySqlEngine(DbApiEngine):
 
             self._driver_errors = (mysql.connector.Error,)
 
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.close()  # ends the session: GET_LOCK locks are released with it
-        except Exception as exc:
-            log.debug("shard %s: closing the connection failed: %s", self.shard_id, exc)
-
-    @property
-    def conn(self) -> Any:
-        if self._conn is None:
-            raise RuntimeError("engine used outside its 'with' block")
-        return self._conn
-
     def _cursor(self) -> Any:
         return self.conn.cursor(self._cursor_class) if self._cursor_class else self.conn.cursor()
 
-    def _guarded(self, action: Callable[[], T], deadline: Deadline | None, what: str) -> T:
-        try:
-            return action()
-        except ShardMigrateError:
-            raise
-        except self._driver_errors as exc:
-            self._raise_mapped(exc, deadline, what)
+    def _describe(self, exc: BaseException) -> str:
+        return self._scrub(_detail(exc))
 
-    def _raise_mapped(self, exc: BaseException, deadline: Deadline | None, what: str) -> NoReturn:
+    def _raise_mapped(self, exc: BaseException, deadline: Deadline | None, what: str, *, lock: bool) -> NoReturn:
         number = _errno(exc)
-        detail = self._scrub(_detail(exc))
+        detail = self._describe(exc)
         if deadline is not None and (
             number in _TIMEOUT_ERRNOS or (number == ER_QUERY_INTERRUPTED and self._watchdog_fired())
         ):
@@ -408,7 +434,7 @@ class MySqlEngine(DbApiEngine):
             self._set_wait_timeouts(max(1, math.ceil(remaining)), max(remaining, 0.001))
         else:
             self._set_wait_timeouts(math.ceil(remaining) + WATCHDOG_BACKSTOP_S)
-            self.last_watchdog = KillQueryWatchdog(self._connect, self.connection_id, remaining)
+            self.last_watchdog = KillQueryWatchdog(self._watchdog_connection, self.connection_id, remaining)
             self.last_watchdog.start()
         try:
             result = self._guarded(action, deadline, what)
@@ -427,6 +453,9 @@ class MySqlEngine(DbApiEngine):
             )
         self._set_wait_timeouts(BOOKKEEPING_TIMEOUT_S)
         return result
+
+    def _watchdog_connection(self) -> Any:
+        return self._driver_connection(Deadline(WATCHDOG_CONNECT_S))
 
     def _stop_watchdog(self) -> None:
         dog = self.last_watchdog

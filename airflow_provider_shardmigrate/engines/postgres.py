@@ -11,6 +11,9 @@ Why it is built this way:
   and a psycopg2 connection otherwise. The engine only uses what both share (``cursor``, ``execute``,
   ``autocommit``, ``sqlstate``/``pgcode``) and always runs with autocommit on, issuing ``BEGIN``/``COMMIT``
   itself, so both drivers take exactly the same path.
+* **Connecting** is inside the shard's time budget: the hook gets a copy of the Airflow connection whose
+  ``connect_timeout`` is what is left of the deadline, so an unreachable server ends in
+  ``migration_timeout`` when the budget runs out (a refused connection fails at once, ``migration_failed``).
 * **Lock.** A *session* advisory lock (``pg_advisory_lock``) per (database, schema): it survives the
   transaction commits and rollbacks inside the protocol, and the server drops it when the session dies,
   so a killed worker never leaves a shard locked. The wait is bounded server-side by ``lock_timeout``.
@@ -26,13 +29,12 @@ Why it is built this way:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from airflow_provider_shardmigrate.core.deadline import Deadline
 from airflow_provider_shardmigrate.core.errors import (
@@ -40,15 +42,12 @@ from airflow_provider_shardmigrate.core.errors import (
     LockTimeoutError,
     MigrationFailedError,
     MigrationTimeoutError,
-    ShardMigrateError,
 )
 from airflow_provider_shardmigrate.core.history import HISTORY_COLUMNS, HISTORY_TABLE, HistoryRecord
 from airflow_provider_shardmigrate.core.sqltext import preview, split_sql
-from airflow_provider_shardmigrate.engines.dbapi import DbApiEngine
+from airflow_provider_shardmigrate.engines.dbapi import DbApiEngine, connect_seconds, connection_with_extras
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Fixed namespace of the advisory lock keys: two int4 keys, (namespace, schema), derived with SHA-256 so
 #: every worker, version and Python process computes the same key (``hash()`` is salted per process).
@@ -58,10 +57,6 @@ LOCK_NAMESPACE = "airflow-provider-shardmigrate/migration-lock"
 BOOKKEEPING_TIMEOUT_MS = 30_000
 #: How often the server checks that our client is still there while a statement runs (PostgreSQL 14+).
 CLIENT_CHECK_INTERVAL_MS = 1_000
-#: Connect timeout used when the Airflow connection does not set ``connect_timeout`` in its extras.
-DEFAULT_CONNECT_TIMEOUT_S = 10
-#: ``application_name`` prefix of our sessions, so operators (and tests) can find them in pg_stat_activity.
-APPLICATION_NAME = "shardmigrate"
 
 _TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})  # query_canceled, lock_not_available
 _DUPLICATE_SQLSTATES = frozenset({"23505", "42P07"})  # racing CREATE TABLE IF NOT EXISTS
@@ -120,105 +115,89 @@ def _sqlstate(exc: BaseException) -> str | None:
     return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return " ".join(first.split())
-
-
 class PostgresEngine(DbApiEngine):
-    conn_types = ("postgres",)
     variant = "postgres"
     transactional_ddl = True
     HISTORY_EXISTS_SQL = "SELECT to_regclass(%s) IS NOT NULL"
+    FAMILY = "PostgreSQL"
 
     def __init__(self, conn_id: str, shard_id: str) -> None:
         super().__init__(conn_id, shard_id)
-        self._conn: Any = None
-        self._driver_errors: tuple[type[BaseException], ...] = ()
         self._new_cursor: Callable[[], Any] = lambda: None
-        #: ``host:port`` and database, for messages (never the password).
-        self.address = "?"
-        self.database = "?"
         self.schema: str | None = None
         self.server_version = 0
 
     # -- connection --------------------------------------------------------------------------------
-    def open(self) -> None:
+    def _connect(self, deadline: Deadline) -> Any:
+        """``PostgresHook.get_conn()`` on a copy of the connection whose extras bound the connect.
+
+        The hook passes extras to libpq as connection keywords: ``connect_timeout`` is what is left of the
+        deadline (libpq waits forever by default; psycopg rounds anything below 2 s up to 2 s), lower when
+        the connection asks for less, and ``application_name`` labels the session unless it has one.
+        """
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        try:
-            hook = PostgresHook(postgres_conn_id=self.conn_id)
-            connection = hook.connection
-        except Exception as exc:
-            raise MigrationFailedError(
-                f"cannot read Airflow connection '{self.conn_id}': {type(exc).__name__}: {exc}",
-                shard_id=self.shard_id,
-            ) from exc
+        connection = self._airflow_connection(PostgresHook)
         self._secret = connection.password or None
         self.address = f"{connection.host or 'localhost'}:{connection.port or 5432}"
-        self.database = str(hook.database or connection.schema or connection.login or "postgres")
+        self.database = str(connection.schema or connection.login or "postgres")
         extras = connection.extra_dejson
-        # The hook passes extras to libpq as connection keywords: bound the connect (libpq waits forever by
-        # default) and label the session, unless the connection already says otherwise.
-        additions: dict[str, Any] = {}
-        if "connect_timeout" not in extras:
-            additions["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
-        if "application_name" not in extras:
-            additions["application_name"] = f"{APPLICATION_NAME}:{self.shard_id}"[:63]
-        if additions:
-            connection.extra = json.dumps({**extras, **additions})
+        bounded = {
+            "connect_timeout": connect_seconds(deadline, extras.get("connect_timeout")),
+            "application_name": extras.get("application_name") or f"{self.session_label}:{self.shard_id}"[:63],
+        }
+        hook = PostgresHook(postgres_conn_id=self.conn_id, connection=connection_with_extras(connection, bounded))
         try:
-            self._conn = hook.get_conn()
+            return hook.get_conn()
         except Exception as exc:
-            raise MigrationFailedError(
-                f"cannot connect to PostgreSQL at {self.address}, database '{self.database}' "
-                f"(Airflow connection '{self.conn_id}', shard '{self.shard_id}'): {self._scrub(_one_line(exc))}",
-                shard_id=self.shard_id,
-            ) from None  # the driver's exception may carry connection parameters: keep it out of tracebacks
-        try:
-            self._bind_driver()
-            self._conn.autocommit = True
-            self._session_setup()
-        except BaseException:
-            self.close()  # ``with`` never calls __exit__ when __enter__ fails
-            raise
+            raise self._unreachable(exc, deadline) from None  # the driver's error may carry connection parameters
+
+    def _start_session(self, deadline: Deadline) -> None:
+        self._bind_driver()
+        self.conn.autocommit = True
+        self._session_setup(deadline)
 
     def _bind_driver(self) -> None:
         """Driver-specific bits (error base class, plain-tuple cursors), whichever driver the hook used."""
-        module = type(self._conn).__module__
+        module = type(self.conn).__module__
         if module.startswith("psycopg2"):
             import psycopg2
             import psycopg2.extensions
 
             self._driver_errors = (psycopg2.Error,)
-            self.server_version = int(self._conn.server_version)
+            self.server_version = int(self.conn.server_version)
             # A connection extra may ask the hook for dict cursors; the engine reads rows by position.
-            self._new_cursor = lambda: self._conn.cursor(cursor_factory=psycopg2.extensions.cursor)
+            self._new_cursor = lambda: self.conn.cursor(cursor_factory=psycopg2.extensions.cursor)
         else:
             import psycopg
             from psycopg.rows import tuple_row
 
             self._driver_errors = (psycopg.Error,)
-            self.server_version = int(self._conn.info.server_version)
-            self._new_cursor = lambda: self._conn.cursor(row_factory=tuple_row)
+            self.server_version = int(self.conn.info.server_version)
+            self._new_cursor = lambda: self.conn.cursor(row_factory=tuple_row)
 
-    def _session_setup(self) -> None:
-        settings = [
-            ("statement_timeout", str(BOOKKEEPING_TIMEOUT_MS)),
-            ("lock_timeout", str(BOOKKEEPING_TIMEOUT_MS)),
-        ]
+    def _session_settings(self, deadline: Deadline) -> list[tuple[str, str]]:
+        # Read-only sessions (drift, history listings) get what is left of the deadline for every statement;
+        # migration sessions a bookkeeping bound, replaced by the deadline before each migration statement.
+        bound = str(deadline.remaining_ms() if self.read_only else BOOKKEEPING_TIMEOUT_MS)
+        settings = [("statement_timeout", bound), ("lock_timeout", bound)]
+        if self.read_only:
+            settings.append(("default_transaction_read_only", "on"))
         if self.server_version >= 140000:
             settings.append(("client_connection_check_interval", str(CLIENT_CHECK_INTERVAL_MS)))
+        return settings
+
+    def _session_setup(self, deadline: Deadline) -> None:
+        settings = self._session_settings(deadline)
         calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
         params = [value for pair in settings for value in pair]
         row = self._guarded(
             lambda: self._fetchone(f"SELECT current_schema(), current_database(), {calls}", params),
-            None,
+            deadline,
             "setting up the session",
         )
         self.schema, self.database = row[0], row[1]
-        if self.schema is None:
+        if self.schema is None and not self.read_only:
             raise MigrationFailedError(
                 f"database '{self.database}' at {self.address}: the connection's search_path names no existing "
                 "schema, so there is nowhere to keep the history table (set search_path in the connection's "
@@ -226,36 +205,12 @@ class PostgresEngine(DbApiEngine):
                 shard_id=self.shard_id,
             )
 
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.close()  # also ends any open transaction (rolled back) and frees session advisory locks
-        except Exception as exc:  # a dead connection must not mask the shard's real outcome
-            log.debug("shard %s: closing the connection failed: %s", self.shard_id, exc)
-
-    @property
-    def conn(self) -> Any:
-        if self._conn is None:
-            raise RuntimeError("engine used outside its 'with' block")
-        return self._conn
-
     def _cursor(self) -> Any:
         return self._new_cursor()
 
-    def _guarded(self, action: Callable[[], T], deadline: Deadline | None, what: str, *, lock: bool = False) -> T:
-        """Run ``action`` and turn driver errors into our error codes, naming the shard and what we did."""
-        try:
-            return action()
-        except ShardMigrateError:
-            raise
-        except self._driver_errors as exc:
-            self._raise_mapped(exc, deadline, what, lock=lock)
-
     def _raise_mapped(self, exc: BaseException, deadline: Deadline | None, what: str, *, lock: bool) -> NoReturn:
         state = _sqlstate(exc)
-        detail = self._scrub(_one_line(exc))
+        detail = self._describe(exc)
         if state in _TIMEOUT_SQLSTATES and deadline is not None:
             if lock:
                 raise LockTimeoutError(

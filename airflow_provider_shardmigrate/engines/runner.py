@@ -195,7 +195,7 @@ def _apply_to_shard(
 ) -> ShardStatus:
     steps = _steps(migration, "up", engine)
     deadline = Deadline(migration.options.per_shard_timeout)
-    with engine, engine.migration_lock(deadline):
+    with engine.connected(deadline), engine.migration_lock(deadline):
         if not dry_run:
             engine.ensure_history_table()
         row = engine.read_history(migration.id)
@@ -310,7 +310,7 @@ def _rollback_shard(
 ) -> ShardStatus:
     steps = _steps(migration, "down", engine)
     deadline = Deadline(migration.options.per_shard_timeout)
-    with engine, engine.migration_lock(deadline):
+    with engine.connected(deadline), engine.migration_lock(deadline):
         row = engine.read_history(migration.id)
         if row is None or (row.status in (HistoryStatus.RUNNING, HistoryStatus.FAILED) and row.statements_applied == 0):
             note = "nothing to roll back: not applied here"
@@ -382,7 +382,7 @@ def baseline_shard(
     started = time.monotonic()
     try:
         deadline = Deadline(migration.options.per_shard_timeout)
-        with engine_factory(shard) as engine, engine.migration_lock(deadline):
+        with engine_factory(shard).connected(deadline) as engine, engine.migration_lock(deadline):
             engine.ensure_history_table()
             row = engine.read_history(migration.id)
             decision = decide_apply(row, migration.checksum)

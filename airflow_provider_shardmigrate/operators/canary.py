@@ -59,9 +59,10 @@ class CanaryGateOperator(BaseOperator):
         from airflow_provider_shardmigrate.core.topology import Shard
         from airflow_provider_shardmigrate.engines import engine_for
 
+        deadline = Deadline(self.timeout)
         try:
-            with engine_for(Shard(self.canary_shard_id, self.canary_conn_id)) as engine:
-                checked = engine.query_scalar(str(self.validation_query), Deadline(self.timeout))
+            with engine_for(Shard(self.canary_shard_id, self.canary_conn_id)).connected(deadline) as engine:
+                checked = engine.query_scalar(str(self.validation_query), deadline)
         except ShardMigrateError as exc:
             self._fail(
                 context, exc.code.value, f"canary '{self.canary_shard_id}' validation query failed: {exc.message}"

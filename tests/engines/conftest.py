@@ -1,20 +1,37 @@
-"""Helpers shared by the engine tests: worker processes, polling, shards."""
+"""Helpers shared by the engine tests: the contract suite's ``engine_shard`` fixture, worker processes,
+polling, a server that never answers.
+
+``engine_shard`` is parametrised over every implemented engine. Each param is an :class:`EngineShard`: a
+fresh shard database with the base schema (``customers``, three rows), its Airflow connection, how to read
+back its objects and history rows, how to hold a lock from another session, what the engine can do
+(transactional DDL or not) and the few SQL spellings a test needs. tests/engines/test_contract.py runs the
+whole suite against each; a new engine (SQL Server, MongoDB) gets it by adding one class to
+:data:`ENGINE_SHARDS`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
 from airflow_provider_shardmigrate.core.topology import Shard
-from tests.server_fixtures import REPO, conn_id_for
+from airflow_provider_shardmigrate.engines.base import ShardEngine
+from tests.conftest import SqliteFleet
+from tests.server_fixtures import REPO, MySqlFleet, PostgresFleet, conn_id_for
 
 T = TypeVar("T")
 
@@ -46,6 +63,510 @@ def wait_for(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.
         if time.monotonic() > end:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+# -- the contract suite's shards ------------------------------------------------------------------------
+
+
+class EngineShard:
+    """One fresh shard of one engine, and everything the contract suite needs to know about that engine."""
+
+    #: Airflow connection type (and ``engine_class`` key).
+    kind: ClassVar[str]
+    #: Shard id prefix.
+    prefix: ClassVar[str]
+    #: Whether DDL and the history row commit together (the engine's ``transactional_ddl``).
+    transactional_ddl: ClassVar[bool]
+    #: Whether the shard is reached over the network (a server that never answers can be simulated).
+    network: ClassVar[bool]
+    #: What ``objects()`` shows of the history table itself.
+    history_objects: ClassVar[frozenset[str]]
+    #: Outcome code when DDL waits on another session's lock past the deadline.
+    blocked_code: ClassVar[str] = "shardmigrate.migration_timeout"
+    #: Text in the message for an INSERT into a missing table / a CREATE of an existing one.
+    missing_table_code: ClassVar[str]
+    exists_code: ClassVar[str]
+    #: Any of these in the message proves the database itself stopped the statement at the deadline
+    #: (``blocked_evidence``: stopped a statement waiting for another session's lock).
+    timeout_evidence: ClassVar[tuple[str, ...]]
+    blocked_evidence: ClassVar[tuple[str, ...]]
+    #: Sets of modules whose absence must each make the engine ask for its pip extra.
+    missing_extra_blocks: ClassVar[tuple[tuple[str, ...], ...]]
+    extra: ClassVar[str]
+
+    # A migration with the engine's richer objects (a body with inner semicolons, an index), 3 statements.
+    rich_up: ClassVar[str]
+    rich_down: ClassVar[str]
+    rich_objects: ClassVar[frozenset[str]]
+    #: Statements proving the rich objects work, with the rows each returns.
+    rich_probe: ClassVar[tuple[tuple[str, list[tuple[Any, ...]]], ...]]
+    #: ``(down statement, object it drops)``: the first statement of a rollback that then fails.
+    rich_first_down: ClassVar[tuple[str, str]]
+
+    def __init__(self, fleet: Any, shard_id: str) -> None:
+        self.fleet = fleet
+        self.shard_id = shard_id
+        self.conn_id = conn_id_for(shard_id)
+        self.shard = Shard(shard_id, self.conn_id)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} shard {self.shard_id}>"
+
+    @classmethod
+    def create(cls, request: pytest.FixtureRequest, shard_id: str) -> EngineShard:
+        raise NotImplementedError
+
+    def sibling(self, suffix: str) -> EngineShard:
+        """Another fresh shard of the same engine, base schema included."""
+        shard_id = f"{self.prefix}-{suffix}"
+        self.fleet.add(shard_id)
+        return type(self)(self.fleet, shard_id)
+
+    # -- SQL spellings ----------------------------------------------------------------------------------
+    #: Text of the sleep statements that shows in the server's list of running statements.
+    sleep_needle: ClassVar[str]
+
+    def sleep(self, seconds: object) -> str:
+        """A statement that runs ``seconds`` (interruptible by the engine's timeout)."""
+        raise NotImplementedError
+
+    def controlled_sleep(self) -> str:
+        """A statement that runs as long as ``sleep_control.seconds`` says (60: for ever; 0: at once)."""
+        raise NotImplementedError
+
+    # -- reading the shard from outside ------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return list(self.fleet.query(self.shard_id, sql, tuple(params)))
+
+    def objects(self) -> set[str]:
+        return set(self.fleet.objects(self.shard_id))
+
+    def tables(self) -> set[str]:
+        return set(self.fleet.tables(self.shard_id))
+
+    def columns(self, table: str) -> set[str]:
+        raise NotImplementedError
+
+    def history(self) -> dict[str, dict[str, Any]]:
+        return dict(self.fleet.history(self.shard_id))
+
+    def set_sleep(self, seconds: int) -> None:
+        if "sleep_control" not in self.tables():
+            self.query("CREATE TABLE sleep_control (seconds INTEGER)")
+            self.query("INSERT INTO sleep_control VALUES (0)")
+        self.query(f"UPDATE sleep_control SET seconds = {int(seconds)}")
+
+    def running(self, needle: str) -> list[Any]:
+        """Statements containing ``needle`` still executing on the shard (none may be left after a timeout)."""
+        raise NotImplementedError
+
+    def sleeping(self) -> bool:
+        """Whether a worker is inside ``controlled_sleep()`` (or at least inside its uncommitted work)."""
+        return bool(self.running(self.sleep_needle))
+
+    def after_client_death(self) -> None:
+        """Wait until the database has noticed a killed client (where the test can see it)."""
+
+    # -- locks from another session ----------------------------------------------------------------------
+    @contextmanager
+    def hold_migration_lock(self) -> Iterator[None]:
+        with self.fleet.hold_migration_lock(self.shard_id):
+            yield
+
+    @contextmanager
+    def hold_table_lock(self, table: str = "customers") -> Iterator[None]:
+        """Block DDL on ``table`` from another session (SQLite: the whole database)."""
+        with self.fleet.hold_table_lock(self.shard_id, table):
+            yield
+
+    def migration_lock_held(self) -> bool:
+        raise NotImplementedError
+
+    def lock_label(self) -> str:
+        """How a lock-timeout message names this shard's migration lock."""
+        raise NotImplementedError
+
+    def migration_lock_waiters(self) -> int | None:
+        """Sessions waiting for the migration lock; None when the engine cannot show it."""
+        return None
+
+    # -- connections -------------------------------------------------------------------------------------
+    def unreachable(self, password: str) -> tuple[Shard, list[str]]:
+        """A shard of this engine that cannot be reached, its connection holding ``password``; and the
+        texts its error message must show."""
+        raise NotImplementedError
+
+    def conn_env(self, *, port: int | None = None, password: str | None = None, **extra: Any) -> str:
+        """This shard's ``AIRFLOW_CONN_*`` JSON, optionally pointed at another port or with extras."""
+        spec = json.loads(self.fleet.conn_env(self.shard_id, password, port))
+        if extra:
+            spec["extra"] = extra
+        return json.dumps(spec)
+
+    def engine(self) -> ShardEngine:
+        from airflow_provider_shardmigrate.engines import engine_for
+
+        return engine_for(self.shard)
+
+
+class SqliteShard(EngineShard):
+    kind = "sqlite"
+    prefix = "lite"
+    transactional_ddl = True
+    network = False
+    history_objects = frozenset({"shardmigrate_history"})
+    blocked_code = "shardmigrate.lock_timeout"  # SQLite locks the whole file: busy_timeout runs out
+    missing_table_code = "no such table"
+    exists_code = "already exists"
+    timeout_evidence = ("interrupted",)
+    blocked_evidence = ("locked",)
+    missing_extra_blocks = (("airflow.providers.sqlite.hooks",),)  # sqlite3 itself is the standard library
+    extra = "sqlite"
+    rich_up = """
+CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, note TEXT DEFAULT 'a;b');
+CREATE INDEX idx_orders_customer ON orders (customer_id);
+CREATE TRIGGER orders_note AFTER INSERT ON orders BEGIN UPDATE orders SET note = 'x' WHERE id = NEW.id; END;
+"""
+    rich_down = "DROP TRIGGER orders_note;\nDROP TABLE orders;\n"
+    rich_objects = frozenset({"orders", "idx_orders_customer", "orders_note"})
+    rich_probe = (("INSERT INTO orders (customer_id) VALUES (1)", []), ("SELECT note FROM orders", [("x",)]))
+    rich_first_down = ("DROP TRIGGER orders_note;", "orders_note")
+
+    @classmethod
+    def create(cls, request: pytest.FixtureRequest, shard_id: str) -> EngineShard:
+        fleet: SqliteFleet = request.getfixturevalue("sqlite_fleet")
+        fleet.add(shard_id)
+        return cls(fleet, shard_id)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.fleet.paths[self.shard_id])
+
+    sleep_needle = "WITH RECURSIVE"
+
+    def sleep(self, seconds: object) -> str:
+        # No sleep() in SQLite: count far enough that only the progress-handler interrupt ends it.
+        return (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
+            f"{seconds} * 100000000) SELECT count(*) FROM n"
+        )
+
+    def controlled_sleep(self) -> str:
+        return self.sleep("(SELECT seconds FROM sleep_control)")
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            cursor = conn.execute(sql, tuple(params))
+            return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            conn.close()
+
+    def tables(self) -> set[str]:
+        return {row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def columns(self, table: str) -> set[str]:
+        return {row[0] for row in self.query("SELECT name FROM pragma_table_info(?)", (table,))}
+
+    def running(self, needle: str) -> list[Any]:
+        return []  # no server: an interrupted statement is gone with the call that ran it
+
+    def sleeping(self) -> bool:
+        # A write transaction in progress has a rollback journal next to the file.
+        return Path(f"{self.path}-journal").exists()
+
+    @contextmanager
+    def hold_migration_lock(self) -> Iterator[None]:
+        fd = os.open(f"{self.path}.shardmigrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def hold_table_lock(self, table: str = "customers") -> Iterator[None]:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+
+    def migration_lock_held(self) -> bool:
+        fd = os.open(f"{self.path}.shardmigrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the probe's own lock
+        return False
+
+    def lock_label(self) -> str:
+        return f"'{self.path}'"
+
+    def unreachable(self, password: str) -> tuple[Shard, list[str]]:
+        shard_id = f"{self.prefix}-down"
+        path = self.fleet.add(shard_id)
+        path.unlink()
+        self.fleet.monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id_for(shard_id).upper()}",
+            json.dumps({"conn_type": "sqlite", "host": str(path), "password": password}),
+        )
+        return Shard(shard_id, conn_id_for(shard_id)), [str(path), "does not exist", conn_id_for(shard_id)]
+
+    def conn_env(self, *, port: int | None = None, password: str | None = None, **extra: Any) -> str:
+        spec: dict[str, Any] = {"conn_type": "sqlite", "host": str(self.path)}
+        if extra:
+            spec["extra"] = extra
+        return json.dumps(spec)
+
+
+class PostgresShard(EngineShard):
+    kind = "postgres"
+    prefix = "pg"
+    transactional_ddl = True
+    network = True
+    history_objects = frozenset({"shardmigrate_history", "shardmigrate_history_pkey"})
+    missing_table_code = "42P01"
+    exists_code = "42P07"
+    timeout_evidence = ("57014",)  # query_canceled
+    blocked_evidence = ("55P03", "57014")  # lock_not_available (lock_timeout), or statement_timeout first
+    missing_extra_blocks = (("psycopg", "psycopg2"), ("airflow.providers.postgres.hooks",))
+    extra = "postgres"
+    rich_up = """
+-- a comment; with a semicolon
+CREATE TABLE orders (id SERIAL PRIMARY KEY, customer_id INT NOT NULL, note TEXT DEFAULT 'a;b');
+CREATE INDEX idx_orders_customer ON orders (customer_id);
+CREATE FUNCTION order_count() RETURNS bigint AS $body$
+BEGIN
+    RETURN (SELECT count(*) FROM orders); -- semicolons inside the body stay in it
+END;
+$body$ LANGUAGE plpgsql;
+"""
+    rich_down = "DROP FUNCTION order_count();\nDROP TABLE orders;\n"
+    rich_objects = frozenset({"orders", "idx_orders_customer", "order_count"})
+    rich_probe = (("SELECT order_count()", [(0,)]),)
+    rich_first_down = ("DROP FUNCTION order_count();", "order_count")
+
+    @classmethod
+    def create(cls, request: pytest.FixtureRequest, shard_id: str) -> EngineShard:
+        fleet: PostgresFleet = request.getfixturevalue("pg_fleet")
+        fleet.add(shard_id)
+        return cls(fleet, shard_id)
+
+    sleep_needle = "pg_sleep"
+
+    def sleep(self, seconds: object) -> str:
+        return f"SELECT pg_sleep({seconds})"
+
+    def controlled_sleep(self) -> str:
+        return "SELECT pg_sleep(seconds) FROM sleep_control"
+
+    def columns(self, table: str) -> set[str]:
+        rows = self.query("SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))
+        return {row[0] for row in rows}
+
+    def running(self, needle: str) -> list[Any]:
+        active = [
+            row
+            for row in self.fleet.activity(self.shard_id)
+            if row["state"] == "active" and needle.lower() in str(row["query"]).lower()
+        ]
+        return active + self.fleet.ours_running(self.shard_id)  # and no session of ours busy at all
+
+    def sleeping(self) -> bool:
+        return any(
+            "pg_sleep" in str(row["query"]) and row["state"] == "active"
+            for row in self.fleet.ours_running(self.shard_id)
+        )
+
+    def after_client_death(self) -> None:
+        # client_connection_check_interval: the server notices the dead client and rolls back within ~1 s.
+        wait_for(lambda: not self.fleet.ours_running(self.shard_id), 10, what="the server to drop the dead session")
+
+    def _lock_rows(self) -> list[tuple[Any, ...]]:
+        from airflow_provider_shardmigrate.engines.postgres import lock_keys
+
+        # A two-key advisory lock shows its keys as unsigned classid/objid, with objsubid 2.
+        first, second = (key & 0xFFFFFFFF for key in lock_keys("public"))
+        return self.query(
+            "SELECT granted FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) AND classid::bigint = %s AND "
+            "objid::bigint = %s",
+            (first, second),
+        )
+
+    def migration_lock_held(self) -> bool:
+        return any(row[0] for row in self._lock_rows())
+
+    def migration_lock_waiters(self) -> int | None:
+        return sum(1 for row in self._lock_rows() if not row[0])
+
+    def lock_label(self) -> str:
+        return f"database '{self.fleet.databases[self.shard_id]}' schema 'public'"
+
+    def unreachable(self, password: str) -> tuple[Shard, list[str]]:
+        shard_id = f"{self.prefix}-down"
+        database = self.fleet.add(shard_id, password=password, port=1)
+        return Shard(shard_id, conn_id_for(shard_id)), ["127.0.0.1:1", database, conn_id_for(shard_id)]
+
+
+class MySqlShard(EngineShard):
+    kind = "mysql"
+    prefix = "my"
+    transactional_ddl = False
+    network = True
+    history_objects = frozenset({"shardmigrate_history"})
+    missing_table_code = "1146"
+    exists_code = "1050"
+    missing_extra_blocks = (("MySQLdb", "mysql.connector"), ("airflow.providers.mysql.hooks",))
+    extra = "mysql"
+    rich_up = """
+CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, customer_id INT NOT NULL, note VARCHAR(20) DEFAULT 'a;b');
+CREATE INDEX idx_orders_customer ON orders (customer_id);
+-- a trigger body keeps its inner semicolons: the engine sends it as one statement, no DELIMITER needed
+CREATE TRIGGER orders_note BEFORE INSERT ON orders FOR EACH ROW
+BEGIN
+    IF NEW.note IS NULL THEN
+        SET NEW.note = 'none';
+    END IF;
+END;
+"""
+    rich_down = "DROP TRIGGER orders_note;\nDROP TABLE orders;\n"
+    rich_objects = frozenset({"orders", "idx_orders_customer", "orders_note"})
+    rich_probe = (
+        ("INSERT INTO orders (customer_id, note) VALUES (1, NULL)", []),
+        ("SELECT note FROM orders", [("none",)]),
+    )
+    rich_first_down = ("DROP TRIGGER orders_note;", "orders_note")
+
+    @classmethod
+    def create(cls, request: pytest.FixtureRequest, shard_id: str) -> EngineShard:
+        fleet: MySqlFleet = request.getfixturevalue("mysql_fleet")
+        fleet.add(shard_id)
+        return cls(fleet, shard_id)
+
+    sleep_needle = "SLEEP("
+
+    def sleep(self, seconds: object) -> str:
+        return f"SELECT SLEEP({seconds})"
+
+    def controlled_sleep(self) -> str:
+        return "SELECT SLEEP(seconds) FROM sleep_control"
+
+    def columns(self, table: str) -> set[str]:
+        rows = self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = %s",
+            (table,),
+        )
+        return {row[0] for row in rows}
+
+    def running(self, needle: str) -> list[Any]:
+        return list(self.fleet.running(self.shard_id, needle))
+
+    def _lock_name(self) -> str:
+        from airflow_provider_shardmigrate.engines.mysql import lock_name
+
+        return lock_name(self.fleet.databases[self.shard_id])
+
+    @property
+    def timeout_evidence(self) -> tuple[str, ...]:  # type: ignore[override]
+        # MariaDB's max_statement_time (1969); MySQL 8's KILL QUERY watchdog (1317)
+        return ("1969",) if self.fleet.server.is_mariadb else ("1317",)
+
+    blocked_evidence = timeout_evidence
+
+    def migration_lock_held(self) -> bool:
+        return self.query("SELECT IS_USED_LOCK(%s)", (self._lock_name(),)) != [(None,)]
+
+    def lock_label(self) -> str:
+        return f"'{self._lock_name()}'"
+
+    def migration_lock_waiters(self) -> int | None:
+        rows = self.fleet.activity(self.shard_id)
+        return sum(1 for row in rows if "GET_LOCK(" in str(row["info"] or "") and row["command"] != "Sleep")
+
+    def unreachable(self, password: str) -> tuple[Shard, list[str]]:
+        shard_id = f"{self.prefix}-down"
+        database = self.fleet.add(shard_id, password=password, port=1)
+        return Shard(shard_id, conn_id_for(shard_id)), ["127.0.0.1:1", database, conn_id_for(shard_id)]
+
+
+#: Every implemented engine, with the pytest marks its server needs. One line per engine.
+ENGINE_SHARDS: list[Any] = [
+    pytest.param(SqliteShard, id="sqlite"),
+    pytest.param(PostgresShard, id="postgres", marks=pytest.mark.postgres),
+    pytest.param(MySqlShard, id="mysql", marks=pytest.mark.mysql),
+]
+#: The engines reached over the network (a server that never answers can hang them).
+NETWORK_SHARDS: list[Any] = [param for param in ENGINE_SHARDS if param.values[0].network]
+
+
+@pytest.fixture(params=ENGINE_SHARDS)
+def engine_shard(request: pytest.FixtureRequest) -> EngineShard:
+    """A fresh shard (``<prefix>-0``, base schema) of each engine in turn."""
+    cls: type[EngineShard] = request.param
+    return cls.create(request, f"{cls.prefix}-0")
+
+
+@pytest.fixture(params=NETWORK_SHARDS)
+def network_shard(request: pytest.FixtureRequest) -> EngineShard:
+    """A fresh shard of each engine that is reached over the network."""
+    cls: type[EngineShard] = request.param
+    return cls.create(request, f"{cls.prefix}-0")
+
+
+# -- a server that never answers --------------------------------------------------------------------------
+
+
+class SilentServer:
+    """A loopback TCP server that accepts every connection and never sends a byte (a hung database)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port: int = self._listener.getsockname()[1]
+        self._accepted: list[socket.socket] = []
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, name="silent-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self._accepted.append(conn)
+            self.connections += 1
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._accepted:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def hung_shard(network_shard: EngineShard, server: SilentServer, password: str, **extra: str) -> Shard:
+    """A shard of ``network_shard``'s engine whose connection (holding ``password``) points at ``server``."""
+    hung = Shard(f"{network_shard.prefix}-hung", conn_id_for(f"{network_shard.prefix}-hung"))
+    network_shard.fleet.monkeypatch.setenv(
+        f"AIRFLOW_CONN_{hung.conn_id.upper()}",
+        network_shard.conn_env(port=server.port, password=password, **extra),
+    )
+    return hung
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+# -- worker processes --------------------------------------------------------------------------------------
 
 
 def worker_env() -> dict[str, str]:
