@@ -51,6 +51,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault matrix measured in this run (tests/e2e/test_faults.py), as the README's table."""
+    from tests.e2e import faults
+
+    if faults.RESULTS:
+        terminalreporter.write_sep("-", "e2e fault matrix (times measured, not asserted)")
+        terminalreporter.write_line(faults.table())
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     outcome = yield
@@ -117,7 +126,11 @@ def _build(
         ("rest", scenarios.REST_SHARDS, scenarios.REST_MIGRATIONS),
         ("conc", scenarios.CONC_SHARDS, scenarios.CONC_MIGRATIONS),
         ("fault_pair", scenarios.FAULT_PAIR, [scenarios.FAULT_KILL, scenarios.FAULT_TWICE]),
-        ("fault_fleet", scenarios.FAULT_FLEET, [scenarios.FAULT_SCHEDULER, scenarios.FAULT_BROKER]),
+        (
+            "fault_fleet",
+            scenarios.FAULT_FLEET,
+            [scenarios.FAULT_SCHEDULER, scenarios.FAULT_BROKER, scenarios.FAULT_BROKER_DOWN],
+        ),
         # Connections created by tests/e2e/test_faults.py once its own servers run.
         ("fault_private", scenarios.FAULT_PRIVATE, [scenarios.FAULT_SERVER]),
     ]

@@ -706,6 +706,8 @@ class Deployment:
         app = Celery(broker=self.broker_url)
         try:
             replies = app.control.ping(timeout=1.0) or []
+        except Exception as exc:  # the broker restarting (a fault test): try again
+            raise OSError(f"celery ping through {self.broker_url}: {type(exc).__name__}: {exc}") from exc
         finally:
             app.close()
         seen = {name for reply in replies for name in reply}

@@ -174,9 +174,11 @@ class LockHolder:
             self.conn.close()
 
 
-def shard_tis(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-    """The run's per-shard task instances by shard id (the mapped task's Grid label)."""
-    return {t["rendered_map_index"]: t for t in api.task_instances(dag_id, run_id) if t["task_id"] == "shards.apply"}
+def shard_tis(api: AirflowApi, dag_id: str, run_id: str, shard_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The run's per-shard task instances by shard id: map index = topology order (a task that never ran has
+    no rendered Grid label yet)."""
+    tis = [t for t in api.task_instances(dag_id, run_id) if t["task_id"] == "shards.apply"]
+    return {shard_ids[t["map_index"]]: t for t in tis}
 
 
 def clear_shards(api: AirflowApi, dag_id: str, run_id: str, map_indexes: list[int]) -> set[tuple[str, int]]:

@@ -128,6 +128,7 @@ FAULT_TWICE = fault_migration("twice")
 FAULT_FLEET = ["ff-pg-0", "ff-my-0", "ff-pg-1", "ff-my-1"]
 FAULT_SCHEDULER = fault_migration("scheduler")
 FAULT_BROKER = fault_migration("broker")
+FAULT_BROKER_DOWN = fault_migration("brokerdown")
 #: Shards on servers the test starts (and restarts) itself; their connections are created through the REST
 #: API once the servers are up.
 FAULT_PRIVATE = ["fr-pg", "fr-my"]
