@@ -620,6 +620,7 @@ class Deployment:
         """Record a server a test started (tests/e2e/servers.py) so the reaper kills it if the test process
         dies before stopping it (the server's folder in its command line guards against a recycled pid)."""
         self._servers.append(server)
+        server.on_start.append(self._write_state)
         self._write_state()
 
     def _start_reaper(self) -> None:

@@ -119,8 +119,8 @@ INSERT INTO e2e_{name}_log (step) VALUES ('after');
 
 #: One PostgreSQL and one MariaDB shard on the machine's servers: worker SIGKILL, two triggers at once.
 FAULT_PAIR = ["fp-pg", "fp-my"]
-#: per_shard_timeout bounds how long the statement of a killed worker keeps waiting inside MariaDB (the server
-#: only notices the dead client when the statement ends), so the test knows when the orphan is gone.
+#: per_shard_timeout bounds how long the statement of a killed worker can keep waiting inside the database (the
+#: engine sets it as the server-side lock wait bound), so the wait for the orphaned session has a known end.
 FAULT_KILL = fault_migration("kill", per_shard_timeout=20)
 FAULT_TWICE = fault_migration("twice")
 #: Two of each engine, two at a time: the scheduler / Redis restarts happen while two shards are running and

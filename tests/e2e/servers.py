@@ -66,6 +66,8 @@ class ServerProcess:
         self.log = folder / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        #: Called after every start (the deployment records the new pid for its reaper).
+        self.on_start: list[Callable[[], None]] = []
 
     def args(self) -> list[str]:
         raise NotImplementedError
@@ -94,6 +96,8 @@ class ServerProcess:
                 preexec_fn=_preexec(self.stop_signal, self.user),
             )
         self.starts += 1
+        for callback in self.on_start:
+            callback()
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
