@@ -612,6 +612,20 @@ class Deployment:
         self._spawn(component)
         self._write_state()
 
+    def ensure_up(self, timeout: float = 120.0) -> list[str]:
+        """Start again whatever a fault test left stopped (a component, the own Redis) and wait until all is
+        healthy, so one failed fault test does not fail the tests after it; returns what it started."""
+        started = []
+        if self.redis is not None and (self.redis.proc is None or self.redis.proc.poll() is not None):
+            self.redis.start()
+            started.append("redis")
+        for component in self.components:
+            if component.down and component.proc is not None and component.proc.poll() is not None:
+                self.start_component(component.name)
+                started.append(component.name)
+        self.wait_healthy(timeout)
+        return started
+
     def wait_healthy(self, timeout: float = 120.0) -> None:
         """Wait until the api-server reports every component healthy and every Celery worker answers."""
         self._wait_ready(time.monotonic() + timeout)

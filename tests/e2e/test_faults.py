@@ -42,6 +42,7 @@ from tests.e2e.faults import (
 )
 from tests.e2e.project import MigrationSpec, migration_dag_id
 from tests.e2e.servers import MariaDbInstance, PostgresInstance
+from tests.e2e.timeline import ts
 from tests.server_fixtures import MYSQL_BASE_SCHEMA, PG_BASE_SCHEMA
 
 #: Failure bound of every wait below (a state that does not come within it is a failure, not a slow run).
@@ -60,6 +61,15 @@ SHARDS_OF = {
 
 def tis_of(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
     return shard_tis(api, dag_id, run_id, SHARDS_OF[dag_id])
+
+
+@pytest.fixture(autouse=True)
+def _deployment_back_up(e2e: E2E) -> Iterator[None]:
+    """After each scenario -- also a failed one -- every component and the broker run again."""
+    yield
+    started = e2e.deployment.ensure_up(BOUND_S)
+    if started:
+        print(f"[e2e fault] started again after the test: {', '.join(started)}")
 
 
 def shared_shard(e2e: E2E, shard_id: str) -> ShardDb:
@@ -526,7 +536,7 @@ def test_two_rest_triggers_at_once_apply_once(e2e: E2E) -> None:
         first: dict.fromkeys(scenarios.FAULT_PAIR, "succeeded"),
         second: dict.fromkeys(scenarios.FAULT_PAIR, "already_applied"),
     }, outcomes
-    assert runs[second]["start_date"] >= runs[first]["end_date"], "max_active_runs = 1: the second run waited"
+    assert ts(runs[second]["start_date"]) >= ts(runs[first]["end_date"]), "max_active_runs = 1: the second waited"
     happened = "two POST dagRuns at the same instant: both accepted (2 runs); max_active_runs = 1 queued the second"
     final = "first run applied once (4/4); second run success with every shard `already_applied`"
     for label in ("PostgreSQL", "MariaDB"):
