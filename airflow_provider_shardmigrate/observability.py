@@ -1,4 +1,4 @@
-"""Metrics and spans (DESIGN 2.10) through Airflow's own stats and OpenTelemetry tracer.
+"""Metrics and spans through Airflow's own stats and OpenTelemetry tracer.
 
 Going through Airflow means the deployment's statsd/OTel settings apply, and with metrics or tracing
 switched off every call here is a no-op.
@@ -38,7 +38,8 @@ def record_result(result: MigrationResult) -> None:
 
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Any]:
-    """A span nested under Airflow's task span; attribute names follow the seed (``migration.*``)."""
+    """A span nested under Airflow's task span (the current span while a task runs); attributes get the
+    ``migration.`` prefix."""
     from airflow.sdk.observability import trace
 
     tracer = trace.get_tracer("airflow_provider_shardmigrate")

@@ -4,10 +4,12 @@ The fixture is package-scoped: in a full ``make test`` run the deployment is sto
 test of tests/e2e is done, instead of idling (and taking CPU) while the rest of the suite runs.
 
 The ``e2e`` fixture creates the shard databases (PostgreSQL + MariaDB, through tests/server_fixtures.py),
-writes the dags folder (tests/e2e/scenarios.py), starts the deployment (tests/e2e/deployment.py) and stops
-it -- processes, metadata DB, Redis DB, shard databases -- when the session ends, also after a failure or
-Ctrl-C. Everything it writes stays under ``test-output/e2e/<timestamp>-<pid>/``; a failing test prints the
-log paths (and the last lines of every process log).
+writes the dags folder (tests/e2e/scenarios.py), starts the deployment (tests/e2e/deployment.py) with a Redis
+of its own as the broker, its metrics sent to a StatsD server of the test (tests/e2e/statsd.py) and its spans
+to an OTLP receiver of the test (tests/e2e/otlp.py), and stops it -- processes, metadata DB, Redis, shard
+databases -- when the session ends, also after a failure or Ctrl-C. Everything it writes stays under
+``test-output/e2e/<timestamp>-<pid>/``; a failing test prints the log paths (and the last lines of every
+process log).
 
 A missing server (PostgreSQL, MariaDB, Redis, Chromium) FAILS the test that needs it, naming the server.
 """
@@ -24,6 +26,7 @@ import pytest
 
 from tests.e2e import scenarios
 from tests.e2e.deployment import AirflowApi, Deployment, DeploymentError, check_servers, new_output_dir
+from tests.e2e.otlp import OtlpReceiver
 from tests.e2e.project import topology, write_drift_project, write_migrations_project
 from tests.e2e.statsd import StatsdListener
 from tests.server_fixtures import (
@@ -35,6 +38,9 @@ from tests.server_fixtures import (
 )
 
 _CURRENT: dict[str, E2E] = {}
+#: A task whose worker died is failed by the scheduler once its heartbeat is this old (Airflow's default is
+#: 300 s); the supervisor heartbeats every second here (``[workers] min_heartbeat_interval = 1``).
+TASK_HEARTBEAT_TIMEOUT_S = 20
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,6 +49,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault matrix measured in this run (tests/e2e/test_faults.py), as the README's table."""
+    from tests.e2e import faults
+
+    if faults.RESULTS:
+        terminalreporter.write_sep("-", "e2e fault matrix (times measured, not asserted)")
+        terminalreporter.write_line(faults.table())
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -66,6 +81,7 @@ class E2E:
     drift_dag_id: str
     timings: dict[str, float] = field(default_factory=dict)
     statsd: StatsdListener | None = None
+    otlp: OtlpReceiver | None = None
 
     def fleet(self, shard_id: str) -> PostgresFleet | MySqlFleet:
         return self.pg if shard_id in self.pg.databases else self.my
@@ -82,29 +98,50 @@ class E2E:
 
 
 def _build(
-    output: Path, pg: PostgresFleet, my: MySqlFleet, statsd: StatsdListener
+    output: Path, pg: PostgresFleet, my: MySqlFleet, statsd: StatsdListener, otlp: OtlpReceiver
 ) -> tuple[Deployment, list[str], str]:
     env: dict[str, str] = {
         "AIRFLOW__METRICS__STATSD_ON": "True",
         "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
         "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
         "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT_S),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+        **otlp.environment(),
     }
-    for shard_id in scenarios.REST_PG + scenarios.CONC_SHARDS + scenarios.DRIFT_SHARDS:
+    fault_shards = scenarios.FAULT_PAIR + scenarios.FAULT_FLEET
+    pg_shards = scenarios.REST_PG + scenarios.CONC_SHARDS + scenarios.DRIFT_SHARDS
+    pg_shards += [s for s in fault_shards if "-pg" in s]
+    for shard_id in pg_shards:
         if shard_id == scenarios.CONC_FAILING:
             pg.add(shard_id, PG_BASE_SCHEMA + scenarios.CONC_POISON_ROW + "\n")
         else:
             pg.add(shard_id)
         env[f"AIRFLOW_CONN_{shard_id.replace('-', '_').upper()}"] = pg.conn_env(shard_id)
-    for shard_id in scenarios.REST_MY:
+    for shard_id in scenarios.REST_MY + [s for s in fault_shards if "-my" in s]:
         my.add(shard_id)
         env[f"AIRFLOW_CONN_{shard_id.replace('-', '_').upper()}"] = my.conn_env(shard_id)
     dags = output / "dags"
-    expected = write_migrations_project(dags / "rest", topology(scenarios.REST_SHARDS), scenarios.REST_MIGRATIONS)
-    expected += write_migrations_project(dags / "conc", topology(scenarios.CONC_SHARDS), scenarios.CONC_MIGRATIONS)
+    projects = [
+        ("rest", scenarios.REST_SHARDS, scenarios.REST_MIGRATIONS),
+        ("conc", scenarios.CONC_SHARDS, scenarios.CONC_MIGRATIONS),
+        ("fault_pair", scenarios.FAULT_PAIR, [scenarios.FAULT_KILL, scenarios.FAULT_TWICE]),
+        (
+            "fault_fleet",
+            scenarios.FAULT_FLEET,
+            [scenarios.FAULT_SCHEDULER, scenarios.FAULT_BROKER, scenarios.FAULT_BROKER_DOWN],
+        ),
+        # Connections created by tests/e2e/test_faults.py once its own servers run.
+        ("fault_private", scenarios.FAULT_PRIVATE, [scenarios.FAULT_SERVER]),
+    ]
+    expected: list[str] = []
+    for name, shards, migrations in projects:
+        expected += write_migrations_project(dags / name, topology(shards), migrations)
     drift_dag = write_drift_project(dags / "drift", topology(scenarios.DRIFT_SHARDS, scenarios.DRIFT_SETTINGS))
     databases = {"postgres": list(pg.databases.values()), "mysql": list(my.databases.values())}
-    deployment = Deployment(output_dir=output, dags_folder=dags, extra_env=env, shard_databases=databases)
+    deployment = Deployment(
+        output_dir=output, dags_folder=dags, extra_env=env, shard_databases=databases, own_redis=True
+    )
     return deployment, expected, drift_dag
 
 
@@ -112,7 +149,7 @@ def _build(
 def e2e(postgres_server: PostgresServer, mysql_server: MySqlServer) -> Iterator[E2E]:
     missing = None
     try:
-        check_servers()
+        check_servers(redis_needed=False)
     except DeploymentError as exc:
         missing = str(exc)
     if missing:
@@ -122,9 +159,10 @@ def e2e(postgres_server: PostgresServer, mysql_server: MySqlServer) -> Iterator[
     pg, my = PostgresFleet(postgres_server, monkeypatch), MySqlFleet(mysql_server, monkeypatch)
     deployment: Deployment | None = None
     statsd = StatsdListener()
+    otlp = OtlpReceiver()
     try:
         began = time.monotonic()
-        deployment, expected, drift_dag = _build(output, pg, my, statsd)
+        deployment, expected, drift_dag = _build(output, pg, my, statsd, otlp)
         shards_ready = time.monotonic()
         failure = None
         try:
@@ -147,6 +185,7 @@ def e2e(postgres_server: PostgresServer, mysql_server: MySqlServer) -> Iterator[
             drift_dag,
             {"shards_s": shards_ready - began, "start_s": ready - shards_ready},
             statsd,
+            otlp,
         )
         _CURRENT["e2e"] = current
         yield current
@@ -165,3 +204,4 @@ def e2e(postgres_server: PostgresServer, mysql_server: MySqlServer) -> Iterator[
         my.drop_all()
         monkeypatch.undo()
         statsd.close()
+        otlp.close()

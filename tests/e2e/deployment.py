@@ -8,9 +8,16 @@ under the run's output folder):
 * ``airflow api-server`` on 127.0.0.1 and a free port, SimpleAuthManager with a user whose password the
   harness writes into the passwords file (so it is never printed),
 * ``scheduler --skip-serve-logs``, ``dag-processor``, ``triggerer --skip-serve-logs``,
-* two ``celery worker --skip-serve-logs`` with distinct hostnames, CeleryExecutor with the local Redis as
-  broker (a Redis DB number claimed empty for this run, and a queue name unique to the run) and the result
-  backend on the metadata database.
+* two ``celery worker --skip-serve-logs`` with distinct hostnames, CeleryExecutor with the result backend
+  on the metadata database and a queue name unique to the run; the broker is either a Redis of the
+  deployment's own (``own_redis=True``: a ``redis-server`` on a free port with its data in the output folder,
+  tests/e2e/servers.py, so a test may restart it) or the local Redis (a DB number claimed empty for the run).
+
+Fault injection (tests/e2e/test_faults.py): :meth:`Deployment.kill_component` SIGKILLs a component's whole
+process tree (a Celery worker with its pool, task supervisors and task processes, which Airflow puts in
+process groups of their own), :meth:`Deployment.stop_component` / :meth:`Deployment.start_component`
+restart one (the scheduler), :meth:`Deployment.component_of` says which component runs a task's pid, and
+:meth:`Deployment.register_server` records a server a test started so the reaper stops it too.
 
 One JWT secret (86 bytes) for every process; ``execution_api_server_url`` and ``[api] base_url`` explicit.
 Tuning from research/airflow-fanout-overhead.md that is safe here: ``scheduler_idle_sleep_time=0.2`` (the
@@ -43,9 +50,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.e2e.servers import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT_ROOT = REPO / "test-output" / "e2e"
@@ -148,6 +158,50 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (non-zombie) process, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its live descendants, whatever their process group (task processes have their own)."""
+    parents = _parents()
+    tree, frontier = [], [root] if root in parents else []
+    while frontier:
+        pid = frontier.pop()
+        tree.append(pid)
+        frontier.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def ancestors(pid: int) -> list[int]:
+    """``pid`` and its parents up to init."""
+    parents = _parents()
+    chain = []
+    while pid in parents and pid not in chain:
+        chain.append(pid)
+        pid = parents[pid]
+    return chain
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 # -- PostgreSQL / Redis helpers ---------------------------------------------------------------------------
 def pg_admin() -> Any:
     import psycopg
@@ -157,8 +211,8 @@ def pg_admin() -> Any:
     )
 
 
-def check_servers() -> None:
-    """Raise DeploymentError naming the server that is missing (PostgreSQL or Redis)."""
+def check_servers(*, redis_needed: bool = True) -> None:
+    """Raise DeploymentError naming the server that is missing (PostgreSQL or, when used, the local Redis)."""
     try:
         pg_admin().close()
     except Exception as exc:
@@ -166,6 +220,8 @@ def check_servers() -> None:
             f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} (user {PG_USER}): {type(exc).__name__}: {exc}. "
             "The e2e deployment keeps its metadata DB there: start it with `make services`."
         ) from None
+    if not redis_needed:
+        return
     import redis
 
     try:
@@ -236,6 +292,13 @@ def clean_up_run(state_file: Path, grace: float = 0.0) -> list[str]:
     if state.get("redis_db") is not None and state.get("redis_owner"):
         with contextlib.suppress(Exception):
             release_redis_db(int(state["redis_db"]), str(state["redis_owner"]))
+    for server in state.get("servers", []):
+        # Only a process whose command line still names the server's folder (guard against a recycled pid).
+        pid, marker = int(server.get("pid") or 0), str(server.get("marker") or "")
+        if pid and marker and marker.encode() in _cmdline(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            done.append(f"killed server {pid}")
     state["stopped"] = True
     state_file.write_text(json.dumps(state, indent=2))
     return done
@@ -271,6 +334,8 @@ class Component:
     args: list[str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: Stopped or killed on purpose (a fault test): check_alive() does not report it.
+    down: bool = False
 
     @property
     def pgid(self) -> int | None:
@@ -292,6 +357,9 @@ class Deployment:
     #: reaper if the test process dies without its teardown (the caller drops them normally).
     shard_databases: dict[str, list[str]] = field(default_factory=dict)
     run_token: str = field(default_factory=lambda: secrets.token_hex(4))
+    #: Run a Redis of the deployment's own as the broker (restartable by a test) instead of a DB number on
+    #: the local shared Redis.
+    own_redis: bool = False
 
     def __post_init__(self) -> None:
         self.home = self.output_dir / "airflow-home"
@@ -304,7 +372,9 @@ class Deployment:
         self.queue = f"shardmigrate_e2e_{os.getpid()}_{self.run_token}"
         self.password = secrets.token_urlsafe(18)
         self.redis_db: int | None = None
+        self.redis: RedisServer | None = None
         self.components: list[Component] = []
+        self._servers: list[Any] = []
         self.worker_hostnames = [f"e2e-worker-{i + 1}-{self.run_token}@127.0.0.1" for i in range(self.workers)]
         self._redis_owner = f"{os.getpid()}:{self.run_token}"
         self._reaper: subprocess.Popen[bytes] | None = None
@@ -350,7 +420,7 @@ class Deployment:
                 "AIRFLOW__API__WORKERS": "1",
                 # 86 bytes: above the 64-byte minimum for HMAC-SHA512 (no InsecureKeyLengthWarning).
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.metadata_db}",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
@@ -366,9 +436,15 @@ class Deployment:
             env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = "0.2"
             env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = "1"
         env.update(self.extra_env)
-        if self.redis_db is not None:  # complete only once the broker DB is claimed
+        if self.redis_db is not None or self.redis is not None:  # complete only once the broker is known
             self._env = env
         return dict(env)
+
+    @property
+    def broker_url(self) -> str:
+        if self.redis is not None:
+            return self.redis.url
+        return f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}"
 
     def _airflow(self, *args: str) -> list[str]:
         return [str(Path(sys.executable).parent / "airflow"), *args]
@@ -389,8 +465,18 @@ class Deployment:
         swept = sweep_stale_runs()
         if swept:
             print(f"[e2e] cleaned up after earlier runs: {', '.join(swept)}", file=sys.stderr)
-        check_servers()
-        self.redis_db = claim_redis_db(self._redis_owner)
+        check_servers(redis_needed=not self.own_redis)
+        if self.own_redis:
+            from tests.e2e.servers import RedisServer, ServerError
+
+            self.redis = RedisServer(self.output_dir / "redis")
+            self.register_server(self.redis)
+            try:
+                self.redis.start()
+            except ServerError as exc:
+                raise DeploymentError(f"the deployment's own Redis did not start: {exc}") from None
+        else:
+            self.redis_db = claim_redis_db(self._redis_owner)
         with pg_admin() as conn:
             conn.execute(f'CREATE DATABASE "{self.metadata_db}"')
         self._created_db = True
@@ -442,21 +528,114 @@ class Deployment:
                 )
             )
         for component in self.components:
-            with component.log.open("ab") as out:
-                component.proc = subprocess.Popen(
-                    component.args,
-                    env=env,
-                    cwd=self.home,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=_child_setup,
-                )
+            self._spawn(component)
         self._write_state()
         self._wait_ready(deadline)
         if expect_dags:
             self.wait_for_dags(expect_dags, deadline=deadline)
+
+    def _spawn(self, component: Component) -> None:
+        with component.log.open("ab") as out:
+            component.proc = subprocess.Popen(
+                component.args,
+                env=self.environment(),
+                cwd=self.home,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_child_setup,
+            )
+        component.down = False
+
+    # -- fault injection --------------------------------------------------------------------------------
+    def component(self, name: str) -> Component:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(f"no component {name!r}; have {[c.name for c in self.components]}")
+
+    def component_of(self, pid: int) -> Component | None:
+        """The component whose process tree holds ``pid`` (a task process: which worker runs it)."""
+        chain = set(ancestors(pid))
+        return next((c for c in self.components if c.proc is not None and c.proc.pid in chain), None)
+
+    def kill_component(self, name: str, timeout: float = 30.0) -> list[int]:
+        """SIGKILL the component's whole process tree at once -- its process group and every descendant in
+        another group (Airflow gives each task process a group of its own) -- like a machine losing the
+        process: nothing runs a handler. Returns the pids killed; waits until they are gone."""
+        component = self.component(name)
+        assert component.proc is not None and component.pgid is not None
+        component.down = True
+        killed: set[int] = set()
+        end = time.monotonic() + timeout
+        while True:
+            pids = set(process_tree(component.proc.pid)) | set(_group_members(component.pgid))
+            pids |= {pid for root in killed for pid in process_tree(root)}
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            killed |= pids
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.proc.wait(timeout=0.2)
+            if time.monotonic() > end:
+                raise DeploymentError(f"{name}: processes {sorted(pids)} still alive {timeout:g}s after SIGKILL")
+        return sorted(killed)
+
+    def stop_component(self, name: str, timeout: float = 60.0) -> float:
+        """Stop a component the way an operator does (SIGTERM to its group, wait until every process of the
+        group is gone); returns how long it took."""
+        component = self.component(name)
+        assert component.proc is not None and component.pgid is not None
+        component.down = True
+        began = time.monotonic()
+        _signal_group(component.pgid, signal.SIGTERM)
+        try:
+            component.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"{name} still running {timeout:g}s after SIGTERM; log {component.log}") from None
+        while _group_members(component.pgid):
+            if time.monotonic() - began > timeout:
+                raise DeploymentError(f"{name}: group {component.pgid} still has {_group_members(component.pgid)}")
+            time.sleep(0.1)
+        return time.monotonic() - began
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped or killed component again (same command line, same log file, appended)."""
+        component = self.component(name)
+        if component.proc is not None and component.proc.poll() is None:
+            raise DeploymentError(f"{name} is still running (pid {component.proc.pid})")
+        with component.log.open("ab") as out:
+            out.write(f"\n===== [e2e] {name} started again at {datetime.now().isoformat()} =====\n".encode())
+        self._spawn(component)
+        self._write_state()
+
+    def ensure_up(self, timeout: float = 120.0) -> list[str]:
+        """Start again whatever a fault test left stopped (a component, the own Redis) and wait until all is
+        healthy, so one failed fault test does not fail the tests after it; returns what it started."""
+        started = []
+        if self.redis is not None and (self.redis.proc is None or self.redis.proc.poll() is not None):
+            self.redis.start()
+            started.append("redis")
+        for component in self.components:
+            if component.down and component.proc is not None and component.proc.poll() is not None:
+                self.start_component(component.name)
+                started.append(component.name)
+        self.wait_healthy(timeout)
+        return started
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Wait until the api-server reports every component healthy and every Celery worker answers."""
+        self._wait_ready(time.monotonic() + timeout)
+
+    def register_server(self, server: Any) -> None:
+        """Record a server a test started (tests/e2e/servers.py) so the reaper kills it if the test process
+        dies before stopping it (the server's folder in its command line guards against a recycled pid)."""
+        self._servers.append(server)
+        server.on_start.append(self._write_state)
+        self._write_state()
 
     def _start_reaper(self) -> None:
         log = (self.logs / "reaper.log").open("ab")
@@ -487,6 +666,7 @@ class Deployment:
             "queue": self.queue,
             "url": self.url,
             "pgids": [c.pgid for c in self.components if c.pgid],
+            "servers": [{"pid": s.pid, "marker": str(s.folder)} for s in self._servers if s.pid],
             "logs": {c.name: str(c.log) for c in self.components},
             "stopped": self._stopped,
         }
@@ -494,6 +674,8 @@ class Deployment:
 
     def check_alive(self) -> None:
         for component in self.components:
+            if component.down:
+                continue
             if component.proc is not None and component.proc.poll() is not None:
                 raise DeploymentError(
                     f"{component.name} exited with {component.proc.returncode}; log {component.log}:\n"
@@ -536,9 +718,11 @@ class Deployment:
     def _workers_answer(self) -> Any:
         from celery import Celery
 
-        app = Celery(broker=f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}")
+        app = Celery(broker=self.broker_url)
         try:
             replies = app.control.ping(timeout=1.0) or []
+        except Exception as exc:  # the broker restarting (a fault test): try again
+            raise OSError(f"celery ping through {self.broker_url}: {type(exc).__name__}: {exc}") from exc
         finally:
             app.close()
         seen = {name for reply in replies for name in reply}
@@ -600,6 +784,9 @@ class Deployment:
         if self.redis_db is not None:
             with contextlib.suppress(Exception):
                 release_redis_db(self.redis_db, self._redis_owner)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.remove()
         with contextlib.suppress(OSError):
             self._write_state()
         if self._reaper is not None and self._reaper.poll() is None:

@@ -42,7 +42,14 @@ METRICS_TABLE = MigrationSpec(
     down="DROP TABLE e2e_metrics;",
     options={"strategy": "parallel", "max_parallelism": 4},
 )
-REST_MIGRATIONS = [REST_ITEMS, RETRY_INDEX, BROWSER_NOTES, METRICS_TABLE]
+#: Spans test (tests/e2e/test_spans.py): one rollout on the mixed fleet with tracing on.
+SPANS_TABLE = MigrationSpec(
+    "e2e_spans_table",
+    up="CREATE TABLE e2e_spans (id INT PRIMARY KEY);",
+    down="DROP TABLE e2e_spans;",
+    options={"strategy": "parallel", "max_parallelism": 4},
+)
+REST_MIGRATIONS = [REST_ITEMS, RETRY_INDEX, BROWSER_NOTES, METRICS_TABLE, SPANS_TABLE]
 
 # -- the concurrency fleet: 8 PostgreSQL shards, 1 s of DDL each ------------------------------------------
 CONC_SHARDS = [f"cpg-{i}" for i in range(8)]
@@ -69,8 +76,60 @@ CONC_STOP = MigrationSpec(
     down="DROP TABLE e2e_conc_stop;",
     options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": True},
 )
-CONC_MIGRATIONS = [CONC_PARALLEL, CONC_ROLLING, CONC_STOP]
+#: Progress test (tests/e2e/test_plugin.py): adding a column waits for the row lock the test holds on every
+#: shard (``SELECT ... FOR UPDATE``), so exactly max_parallelism = 2 shards are running -- blocked -- and the
+#: other six waiting, for as long as the test holds the locks.
+PLUGIN_PROGRESS = MigrationSpec(
+    "e2e_plugin_progress",
+    up="ALTER TABLE customers ADD COLUMN e2e_progress_note TEXT;",
+    down="ALTER TABLE customers DROP COLUMN e2e_progress_note;",
+    options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": False},
+)
+CONC_MIGRATIONS = [CONC_PARALLEL, CONC_ROLLING, CONC_STOP, PLUGIN_PROGRESS]
 
 # -- the drift fleet: two identical PostgreSQL shards, checked every minute ---------------------------------
 DRIFT_SHARDS = ["dpg-0", "dpg-1"]
 DRIFT_SETTINGS = {"schedule": "* * * * *", "baseline": "dpg-0", "depth": "tables_and_columns", "grace_period": 120}
+
+
+# -- the fault matrix (tests/e2e/test_faults.py) -----------------------------------------------------------
+def fault_migration(name: str, **options: object) -> MigrationSpec:
+    """Four statements that leave countable traces on PostgreSQL and MariaDB alike: a table that cannot be
+    created twice, a log row before and after, and between them an ALTER of ``customers`` that waits for
+    any lock the test holds on that table (``SELECT ... FOR UPDATE`` in an open transaction) -- so "the
+    shard's DDL is running" is a state the test controls. Run twice, statement 1 or 3 would fail."""
+    return MigrationSpec(
+        f"e2e_fault_{name}",
+        up=f"""
+CREATE TABLE e2e_{name}_log (step VARCHAR(20) NOT NULL);
+INSERT INTO e2e_{name}_log (step) VALUES ('before');
+ALTER TABLE customers ADD COLUMN e2e_{name}_flag INT;
+INSERT INTO e2e_{name}_log (step) VALUES ('after');
+""",
+        down=f"DROP TABLE e2e_{name}_log;\nALTER TABLE customers DROP COLUMN e2e_{name}_flag;",
+        options={
+            "strategy": "parallel",
+            "max_parallelism": 2,
+            "stop_on_first_failure": False,
+            "auto_rollback": False,
+            **options,
+        },
+    )
+
+
+#: One PostgreSQL and one MariaDB shard on the machine's servers: worker SIGKILL, two triggers at once.
+FAULT_PAIR = ["fp-pg", "fp-my"]
+#: per_shard_timeout bounds how long the statement of a killed worker can keep waiting inside the database (the
+#: engine sets it as the server-side lock wait bound), so the wait for the orphaned session has a known end.
+FAULT_KILL = fault_migration("kill", per_shard_timeout=20)
+FAULT_TWICE = fault_migration("twice")
+#: Two of each engine, two at a time: the scheduler / Redis restarts happen while two shards are running and
+#: two are still waiting.
+FAULT_FLEET = ["ff-pg-0", "ff-my-0", "ff-pg-1", "ff-my-1"]
+FAULT_SCHEDULER = fault_migration("scheduler")
+FAULT_BROKER = fault_migration("broker")
+FAULT_BROKER_DOWN = fault_migration("brokerdown")
+#: Shards on servers the test starts (and restarts) itself; their connections are created through the REST
+#: API once the servers are up.
+FAULT_PRIVATE = ["fr-pg", "fr-my"]
+FAULT_SERVER = fault_migration("server")
