@@ -66,7 +66,7 @@ def _reported(layout: TaskLayout, record: RunRecord) -> tuple[dict[str, ShardSta
         if key == STATUS_XCOM_KEY or key.startswith(LANE_SHARD_KEY_PREFIX):
             statuses.update((status.shard_id, status) for status in statuses_in([value]))
         elif key == LANE_STATE_KEY and isinstance(value, dict) and value.get("current"):
-            running.append(str(value["current"]))
+            running.extend(part.strip() for part in str(value["current"]).split(","))
     return statuses, running
 
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -140,16 +139,14 @@ class _Lane:
         for shard in shards:
             self._record(ShardStatus(shard.id, Outcome.PENDING, 0, None, reason), push=False)
 
-    def run_shard(self, shard: Shard, *, check: bool = True) -> None:
-        """Run one shard -- unless ``check`` and the failure threshold is already passed."""
+    def apply(self, shard: Shard) -> ShardStatus:
+        """The per-shard protocol on one shard. No Airflow call here: it may run in a worker thread (only
+        the lane's own thread talks to Airflow -- ``finish`` -- because ``dag.test()``'s in-process channel
+        to Airflow is not safe to use from two threads at once)."""
         from airflow_provider_shardmigrate.engines.runner import RunInfo, apply_to_shard
         from airflow_provider_shardmigrate.observability import record_shard, span
 
-        if check and self.halted():
-            self.skip([shard])
-            return
         ti = self.context["ti"]
-        self.board.publish(shard.id)
         attributes = {"shard.id": shard.id, "strategy": self.operator.strategy, "id": self.migration.id}
         with span("shardmigrate.shard", **attributes) as current:
             run = RunInfo(dag_id=ti.dag_id, run_id=ti.run_id)
@@ -158,19 +155,40 @@ class _Lane:
             if status.error_code:
                 current.set_attribute("migration.error", status.error_code)
         record_shard(status, migration_id=self.migration.id, strategy=self.operator.strategy)
+        return status
+
+    def finish(self, status: ShardStatus) -> None:
+        """Publish a shard's status the moment it is known, and a failure to the other lanes."""
         if status.outcome is Outcome.FAILED:
             self.board.note_failure()
             self.board.publish(None)
         self._record(status, push=True)
+
+    def run_one(self, shard: Shard) -> None:
+        if self.halted():
+            self.skip([shard])
+            return
+        self.board.publish(shard.id)
+        self.finish(self.apply(shard))
+
+    def run_batch(self, shards: Sequence[Shard], workers: int) -> None:
+        """A rolling batch, ``workers`` shards at once; the threshold is checked before the batch (a batch
+        that started completes)."""
+        if self.halted():
+            self.skip(shards)
+            return
+        self.board.publish(", ".join(shard.id for shard in shards))
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(shards)))) as pool:
+            for done in as_completed([pool.submit(self.apply, shard) for shard in shards]):
+                self.finish(done.result())
 
     def _record(self, status: ShardStatus, *, push: bool) -> None:
         self.statuses[status.shard_id] = status
         if push:
             self.context["ti"].xcom_push(key=lane_shard_key(status.shard_id), value=status.to_xcom())
         detail = f" [{status.error_code}] {status.error_message}" if status.error_code else ""
-        self.operator.log.info(
-            "shard %s: %s (%d ms)%s", status.shard_id, status.outcome.value, status.duration_ms, detail
-        )
+        log = self.operator.log
+        log.info("shard %s: %s (%d ms)%s", status.shard_id, status.outcome.value, status.duration_ms, detail)
 
 
 class ShardLaneOperator(BaseOperator):
@@ -272,15 +290,9 @@ class ShardLaneOperator(BaseOperator):
         return results
 
     def _run_batch(self, lane: _Lane, batch: tuple[Shard, ...]) -> None:
-        """A lane's shards one at a time (each checking the threshold first); a rolling batch all at once
-        (the threshold is checked before the batch: a batch that started completes)."""
+        """A lane's shards one at a time (each checking the threshold first), or a rolling batch at once."""
         if self.workers == 1:
             for shard in batch:
-                lane.run_shard(shard)
-            return
-        if lane.halted():
-            lane.skip(batch)
-            return
-        run: Callable[[Shard], None] = partial(lane.run_shard, check=False)
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(batch)))) as pool:
-            list(pool.map(run, batch))
+                lane.run_one(shard)
+        elif batch:
+            lane.run_batch(batch, self.workers)

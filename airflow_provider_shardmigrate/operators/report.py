@@ -154,16 +154,16 @@ class MigrationReportOperator(BaseOperator):
             return [], []
         ti = context["ti"]
         seen = {status.shard_id.casefold() for status in reported}
+        states = task_states(context, {self.lanes_task_id: True})
         recovered: list[ShardStatus] = []
         lost: list[str] = []
         for lane, shards in enumerate(lane_assignments(ti.dag_id, self.lanes_task_id)):
-            if not shards or any(shard.id.casefold() in seen for shard in shards):
-                continue  # the lane reported (or had nothing to do)
+            if states.get((self.lanes_task_id, lane)) != "failed" or any(s.id.casefold() in seen for s in shards):
+                continue  # the lane reported, had nothing to do, or never ran (its shards stay pending)
             for shard in shards:
                 value = ti.xcom_pull(task_ids=self.lanes_task_id, map_indexes=lane, key=lane_shard_key(shard.id))
                 if not ShardStatus.is_xcom(value):
-                    if task_states(context, {self.lanes_task_id: True}).get((self.lanes_task_id, lane)) == "failed":
-                        lost.append(shard.id)
+                    lost.append(shard.id)  # the shard it was on when it died
                     break
                 recovered.append(ShardStatus.from_xcom(value))
         return recovered, lost

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_shardmigrate.core.options import KNOWN_KEYS, MigrationOptions, Strategy, parse_options
+from airflow_provider_shardmigrate.core.options import KNOWN_KEYS, Execution, MigrationOptions, Strategy, parse_options
 
 SOURCE = "migrations/001/migration.yaml"
 
@@ -49,6 +49,9 @@ def test_every_option_parsed() -> None:
         "canary_validation": "SELECT count(*) > 0 FROM customers",
         "canary_bake_time": 0,
         "checksum": "sha256:" + "a" * 64,
+        "execution": " lanes ",
+        "max_failed_shards": 3,
+        "max_failure_ratio": 0.25,
     }
     assert set(raw) == KNOWN_KEYS
     options, problems = parse_options(raw, SOURCE)
@@ -66,6 +69,9 @@ def test_every_option_parsed() -> None:
         canary_bake_time=0.0,
         description="Add index",
         checksum="sha256:" + "a" * 64,
+        execution=Execution.LANES,
+        max_failed_shards=3,
+        max_failure_ratio=0.25,
     )
     assert isinstance(options.per_shard_timeout, float)
 

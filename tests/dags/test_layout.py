@@ -13,6 +13,7 @@ from airflow_provider_shardmigrate.dags.layout import (
     GATE_TASK_ID,
     PREFLIGHT_TASK_ID,
     REPORT_TASK_ID,
+    ROLLBACK_SHARDS_TASK_ID,
     TaskLayout,
     is_rollback_dag,
     migration_id_of,
@@ -33,8 +34,9 @@ def test_built_dag_has_exactly_the_layout_tasks(strategy, write_migration):
         task = dag.get_task(wave.task_id)
         assert (getattr(task, "expand_input", None) is not None) is wave.mapped, wave.task_id
     assert {PREFLIGHT_TASK_ID, AUTO_ROLLBACK_TASK_ID, REPORT_TASK_ID, GATE_TASK_ID} <= set(dag.task_ids)
-    extra = set(dag.task_ids) - set(layout.shard_task_ids) - {PREFLIGHT_TASK_ID, AUTO_ROLLBACK_TASK_ID, REPORT_TASK_ID}
-    assert extra - {GATE_TASK_ID} == ({"shards.canary_gate"} if strategy is Strategy.CANARY_FIRST else set())
+    fixed = {PREFLIGHT_TASK_ID, AUTO_ROLLBACK_TASK_ID, ROLLBACK_SHARDS_TASK_ID, REPORT_TASK_ID, GATE_TASK_ID}
+    extra = set(dag.task_ids) - set(layout.shard_task_ids) - fixed
+    assert extra == ({"shards.canary_gate"} if strategy is Strategy.CANARY_FIRST else set())
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
 from airflow_provider_shardmigrate.dags.migration import build_migration_dag
+from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
 
 DAG_FILE = textwrap.dedent(
     """
@@ -53,6 +54,7 @@ def test_one_line_file_builds_rollout_and_rollback_dags_without_touching_connect
         "gate",
         "preflight",
         "report",
+        "rollbacks.rollback",
         "shards.batch_1.apply",
         "shards.batch_2.apply",
     ]
@@ -103,17 +105,25 @@ def test_zero_active_shards_is_an_error_at_build_time(tmp_path, write_migration)
         )
 
 
-def test_more_shards_than_airflow_can_map_is_refused_at_build_time(tmp_path, write_migration, monkeypatch):
+def test_a_wave_wider_than_airflow_can_map_is_split_into_chained_chunks(tmp_path, write_migration, monkeypatch):
     from airflow_provider_shardmigrate.core.topology import parse_topology
 
     topology = parse_topology({"shards": [{"id": f"s{i}", "conn_id": f"c{i}"} for i in range(12)]})
-    migration = write_migration("005_wide", options={"strategy": "parallel"})
-    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "10")
-    with pytest.raises(InvalidTopologyError, match=r"maps 12 shards .* max_map_length of 10"):
-        build_migration_dag(migration, topology)
-    # rolling batches stay under the limit, so the same fleet builds
-    rolling = write_migration("006_rolling", options={"strategy": "rolling", "max_parallelism": 5})
-    assert len(build_migration_dag(rolling, topology).task_ids) == 3 + 4  # 3 batches; preflight, rollback, report, gate
+    migration = write_migration("005_wide", options={"strategy": "parallel", "execution": "per_shard"})
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "5")
+    dag = build_migration_dag(migration, topology)
+    chunks = ["shards.apply", "shards.apply_2", "shards.apply_3"]
+    assert [t for t in dag.task_ids if t.startswith("shards.")] == chunks
+    widths = [len(dag.get_task(t).expand_input.value) for t in chunks]
+    assert widths == [5, 5, 2]
+    assert dag.get_task("shards.apply_2").upstream_task_ids == {"shards.apply"}  # one chunk after another
+    assert dag.get_task("shards.apply_3").trigger_rule == "all_done"
+    rollback = build_rollback_dag(migration, topology)
+    assert [t for t in rollback.task_ids if t.startswith("shards.")] == [
+        "shards.rollback",
+        "shards.rollback_2",
+        "shards.rollback_3",
+    ]
 
 
 def test_sequential_tasks_are_labelled_with_shard_ids(tmp_path, write_migration):

@@ -276,9 +276,17 @@ def test_params_default_from_migration_yaml(sqlite_fleet, write_migration):
         write_migration("061_defaults", options={"stop_on_first_failure": False, "auto_rollback": True}), topology
     )
     params = dag.params.dump()
-    assert params == {"stop_on_first_failure": False, "auto_rollback": True, "dry_run": False}
+    assert params == {
+        "stop_on_first_failure": False,
+        "auto_rollback": True,
+        "dry_run": False,
+        "max_failed_shards": None,
+        "max_failure_ratio": None,
+    }
     schema = {name: dag.params.get_param(name).schema for name in params}
-    assert all(s["type"] == "boolean" for s in schema.values())
+    assert all(schema[name]["type"] == "boolean" for name in ("stop_on_first_failure", "auto_rollback", "dry_run"))
+    assert schema["max_failed_shards"]["type"] == ["null", "integer"]
+    assert schema["max_failure_ratio"]["maximum"] == 1
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "parallel"])
