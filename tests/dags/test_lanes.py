@@ -144,9 +144,7 @@ def test_max_failure_ratio_from_the_trigger_form_on_rolling(execution, sqlite_fl
     ]
 
 
-def test_a_bad_failure_ratio_in_the_trigger_form_is_refused_before_any_shard(
-    sqlite_fleet, write_migration, airflow_db
-):
+def test_a_bad_failure_ratio_in_the_trigger_form_is_refused_before_any_shard(sqlite_fleet, write_migration, airflow_db):
     from airflow.sdk.exceptions import ParamValidationError
 
     from tests.dags.conftest import register
