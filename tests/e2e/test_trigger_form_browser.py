@@ -90,7 +90,13 @@ def test_trigger_form_in_chromium(e2e: E2E) -> None:
         time.sleep(0.5)
     assert len(runs) == 1, f"expected one new run from the UI, got {runs}"
     run = runs[0]
-    assert run["conf"] == {"stop_on_first_failure": True, "auto_rollback": True, "dry_run": False}, run["conf"]
+    assert run["conf"] == {
+        "stop_on_first_failure": True,
+        "auto_rollback": True,
+        "dry_run": False,
+        "max_failed_shards": None,
+        "max_failure_ratio": None,
+    }, run["conf"]
     assert run["run_type"] == "manual" and run["triggered_by"] == "ui", run
     finished = api.wait_run(DAG_ID, run["dag_run_id"], timeout=180, alive=e2e.alive)
     assert finished["state"] == "success"
