@@ -1,4 +1,4 @@
-"""Schema drift: compare every active shard with a baseline shard (DESIGN 2.9), and the report.
+"""Schema drift: compare every active shard with a baseline shard, and the report.
 
 The depth decides what is compared -- ``tables_only`` (which tables exist), ``tables_and_columns``
 (+ column type, nullability, default), ``full`` (+ indexes and primary/unique/foreign/check constraints)

@@ -1,4 +1,4 @@
-"""Fleet health from a drift report (DESIGN 2.9).
+"""Fleet health from a drift report.
 
 - ``healthy``: every shard was compared and none drifted.
 - ``degraded``: drift, but only in tables nobody declared critical -- worth a look, not a page.

@@ -1,4 +1,4 @@
-"""The per-shard history row (DESIGN 2.6) and the decision what to do with a shard given its row.
+"""The per-shard history row and the decision what to do with a shard given its row.
 
 The decision is pure so every engine, every strategy and the CLI take exactly the same branch for the
 same history -- the engines only carry it out.

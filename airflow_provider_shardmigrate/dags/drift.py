@@ -1,4 +1,4 @@
-"""``build_drift_dag``: the scheduled drift DAG ``shardmigrate_drift`` (DESIGN 2.3, 2.9).
+"""``build_drift_dag``: the scheduled drift DAG ``shardmigrate_drift``.
 
 A DAG file holds::
 

@@ -1,4 +1,4 @@
-"""The per-shard protocol (DESIGN 2.5), written once for every engine, strategy, the CLI and batches.
+"""The per-shard protocol, written once for every engine, strategy, the CLI and batches.
 
 lock -> history check -> apply (one transaction where the engine allows it, statement by statement with
 a ``running`` row where it does not) -> history row -> unlock. Every failure becomes a ShardStatus

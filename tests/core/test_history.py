@@ -1,4 +1,4 @@
-"""The apply decision from a shard's history row (DESIGN 2.5 steps 3 and 5, 2.6)."""
+"""The apply decision from a shard's history row."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-migration options (DESIGN 2.1): defaults and field-by-field validation."""
+"""Per-migration options: defaults and field-by-field validation."""
 
 from __future__ import annotations
 

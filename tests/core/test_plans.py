@@ -1,4 +1,4 @@
-"""Strategy plans (DESIGN 2.4): waves, batches, canary choice, inactive shards, concurrency."""
+"""Strategy plans: waves, batches, canary choice, inactive shards, concurrency."""
 
 from __future__ import annotations
 

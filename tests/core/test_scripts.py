@@ -1,4 +1,4 @@
-"""Migration folders (DESIGN 2.1): loading, validation, checksums, variant selection."""
+"""Migration folders: loading, validation, checksums, variant selection."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Topology file (DESIGN 2.2): loading, validation, every error naming the file and the field."""
+"""Topology file: loading, validation, every error naming the file and the field."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every strategy x stop_on_first_failure on a real SQLite fleet with one shard made to fail, run as a
-real DAG with ``dag.test()``: per-shard outcomes as DESIGN 2.4 says, the DDL really present or absent in
+real DAG with ``dag.test()``: per-shard outcomes as docs/contracts.md says, the DDL really present or absent in
 each shard file, history rows, task states in the Grid, and the run state."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-#: The DAG file users write (DESIGN 2.3), byte for byte.
+#: The DAG file users write, byte for byte (docs/contracts.md).
 MIGRATIONS_DAG_FILE = """\
 from airflow_provider_shardmigrate import load_migration_dags
 
