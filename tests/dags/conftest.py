@@ -26,6 +26,8 @@ class RunOutcome:
     times: dict[tuple[str, int], tuple[Any, Any]]
     report: dict[str, Any] | None
     xcoms: dict[tuple[str, int], Any] = field(default_factory=dict)
+    #: (task_id, map_index) -> rendered map index (Grid label), for mapped task instances
+    labels_by_task: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def outcomes(self) -> dict[str, str]:
         assert self.report is not None, f"no report (tasks: {self.tasks})"
@@ -58,6 +60,7 @@ def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> RunOutcome:
         xcoms = {(x.task_id, x.map_index): XComModel.deserialize_value(x) for x in rows if x.key == "return_value"}
         tasks = {(ti.task_id, ti.map_index): str(ti.state) for ti in tis}
         labels = {ti.rendered_map_index: str(ti.state) for ti in tis if ti.rendered_map_index}
+        labels_by_task = {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in tis if ti.rendered_map_index}
         times = {(ti.task_id, ti.map_index): (ti.start_date, ti.end_date) for ti in tis}
     shards = {
         value["shard_id"]: value
@@ -73,6 +76,7 @@ def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> RunOutcome:
         times=times,
         report=xcoms.get(("report", -1)),
         xcoms=xcoms,
+        labels_by_task=labels_by_task,
     )
 
 
