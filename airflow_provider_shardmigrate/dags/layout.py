@@ -9,6 +9,7 @@ rollout from task ids, and renaming a task is a change to this file only.
     preflight -> shards.apply[<id>...]                             parallel
     preflight -> shards.batch_1.apply[...] -> shards.batch_2 ...   rolling
     preflight -> shards.canary -> shards.canary_gate -> shards.apply[rest...]   canary_first
+                                   (-> shards.canary_approval, with canary_approval: true)
               -> auto_rollback -> report -> gate
 
 The rollback DAG: ``preflight -> shards.rollback[<id>...] -> report -> gate``.
@@ -28,6 +29,8 @@ ROLLBACK_SUFFIX = "__rollback"
 SHARDS_GROUP = "shards"
 PREFLIGHT_TASK_ID = "preflight"
 CANARY_GATE_TASK_ID = f"{SHARDS_GROUP}.canary_gate"
+#: ``canary_approval: true``: the human approval between the canary gate and the rest of the fleet.
+CANARY_APPROVAL_TASK_ID = f"{SHARDS_GROUP}.canary_approval"
 AUTO_ROLLBACK_TASK_ID = "auto_rollback"
 REPORT_TASK_ID = "report"
 GATE_TASK_ID = "gate"

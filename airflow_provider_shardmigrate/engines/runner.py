@@ -114,7 +114,8 @@ def apply_to_shard(
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        log.warning("shard %s: %s", shard.id, exc)
+        # Not logged above debug: the caller reports the status (a task logs it once, the CLI prints it).
+        log.debug("shard %s: %s", shard.id, exc, exc_info=True)
         return failure_status(shard, started, exc, ErrorCode.MIGRATION_FAILED)
 
 
@@ -232,7 +233,7 @@ def rollback_shard(
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        log.warning("shard %s: rollback failed: %s", shard.id, exc)
+        log.debug("shard %s: rollback failed: %s", shard.id, exc, exc_info=True)
         status = failure_status(shard, started, exc, ErrorCode.ROLLBACK_FAILED)
         if status.error_code in (ErrorCode.MIGRATION_FAILED.value,):
             status = ShardStatus(
