@@ -107,18 +107,23 @@ class CanaryApprovalOperator(ApprovalOperator):
         self.body = self.prompt(context)
         return super().execute(context)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        answer = super().execute_complete(context=context, event=event)  # skips the fleet on Reject
-        user = answer.get("responded_by_user") or {}
-        responded_at = answer.get("responded_at")
-        decision = ApprovalDecision(
-            approved=list(answer.get("chosen_options") or []) == [self.APPROVE],
+    def decision(self, event: dict[str, Any]) -> ApprovalDecision:
+        """The decision an HITL resume event carries (an answer, the timeout default, or a timeout error)."""
+        if "error" in event:
+            return ApprovalDecision(False, None, "", timed_out=True, timeout_s=self.approval_timeout)
+        user = event.get("responded_by_user") or {}
+        responded_at = event.get("responded_at")
+        return ApprovalDecision(
+            approved=list(event.get("chosen_options") or []) == [self.APPROVE],
             by=(user.get("name") or user.get("id")) if isinstance(user, dict) else None,
-            comment=str((answer.get("params_input") or {}).get(COMMENT_PARAM) or ""),
+            comment=str((event.get("params_input") or {}).get(COMMENT_PARAM) or ""),
             timed_out=bool(event.get("timedout")),
             timeout_s=self.approval_timeout,
             responded_at=responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
         )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        decision = self.decision(event)
         self.log.info(
             "canary %s: %s%s%s",
             self.canary_shard_id,
@@ -126,4 +131,7 @@ class CanaryApprovalOperator(ApprovalOperator):
             " (no answer in time)" if decision.timed_out else f" by {decision.by}",
             f": {decision.comment}" if decision.comment else "",
         )
+        # Pushed first: on Reject the parent skips the fleet by raising, so nothing after it runs.
+        context["ti"].xcom_push(key="return_value", value=decision.to_xcom())
+        super().execute_complete(context=context, event=event)
         return decision.to_xcom()

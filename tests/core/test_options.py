@@ -48,6 +48,8 @@ def test_every_option_parsed() -> None:
         "canary": " shard-3 ",
         "canary_validation": "SELECT count(*) > 0 FROM customers",
         "canary_bake_time": 0,
+        "canary_approval": True,
+        "canary_approval_timeout": 120,
         "checksum": "sha256:" + "a" * 64,
     }
     assert set(raw) == KNOWN_KEYS
@@ -64,6 +66,8 @@ def test_every_option_parsed() -> None:
         canary="shard-3",
         canary_validation="SELECT count(*) > 0 FROM customers",
         canary_bake_time=0.0,
+        canary_approval=True,
+        canary_approval_timeout=120.0,
         description="Add index",
         checksum="sha256:" + "a" * 64,
     )
