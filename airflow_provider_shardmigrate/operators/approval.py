@@ -9,7 +9,7 @@ is this task's ``return_value`` (core/approval.py), from which the report says w
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -113,13 +113,14 @@ class CanaryApprovalOperator(ApprovalOperator):
             return ApprovalDecision(False, None, "", timed_out=True, timeout_s=self.approval_timeout)
         user = event.get("responded_by_user") or {}
         responded_at = event.get("responded_at")
+        when = responded_at.isoformat() if isinstance(responded_at, datetime) else responded_at
         return ApprovalDecision(
             approved=list(event.get("chosen_options") or []) == [self.APPROVE],
             by=(user.get("name") or user.get("id")) if isinstance(user, dict) else None,
             comment=str((event.get("params_input") or {}).get(COMMENT_PARAM) or ""),
             timed_out=bool(event.get("timedout")),
             timeout_s=self.approval_timeout,
-            responded_at=responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+            responded_at=str(when) if when else None,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
