@@ -16,9 +16,8 @@ from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
 from airflow_provider_shardmigrate.core.scripts import DIRECTIONS, Migration
 from airflow_provider_shardmigrate.core.topology import Topology
 from airflow_provider_shardmigrate.dags.layout import rollback_dag_id
+from airflow_provider_shardmigrate.plugins.fleet import FLEET_VIEW_ROUTE
 
-#: The fleet page's route inside the Airflow UI (the plugin's external view ``url_route``).
-FLEET_PAGE_ROUTE = "shardmigrate-fleet"
 #: A script shown in full up to this many lines / characters; longer ones are cut with a note.
 MAX_SCRIPT_LINES = 40
 MAX_SCRIPT_CHARS = 4000
@@ -155,7 +154,7 @@ def migration_doc(migration: Migration, plan: RolloutPlan) -> str:
         f"{str(options.auto_rollback).lower()}, preflight drift check {str(options.validate_before_apply).lower()}",
         f"* checksum `{migration.checksum}`",
         f"* [rollback DAG]({ui_path('dags/' + rollback_dag_id(migration.id))}) · "
-        f"[fleet page]({ui_path('plugin/' + FLEET_PAGE_ROUTE)})",
+        f"[fleet page]({ui_path('plugin/' + FLEET_VIEW_ROUTE)})",
     ]
     lines += _canary_lines(migration, plan)
     lines += _plan_lines(plan)
@@ -178,7 +177,7 @@ def rollback_doc(migration: Migration, topology: Topology, migration_dag_id: str
         f"* {len(topology.shards)} shard(s), {len(inactive)} inactive"
         + (f" (rolled back only when picked: {_shard_list(inactive)})" if inactive else ""),
         f"* [rollout DAG]({ui_path('dags/' + migration_dag_id)}) · "
-        f"[fleet page]({ui_path('plugin/' + FLEET_PAGE_ROUTE)})",
+        f"[fleet page]({ui_path('plugin/' + FLEET_VIEW_ROUTE)})",
         "",
         "**Down scripts** (a shard runs its engine's variant when there is one)",
     ]

@@ -200,4 +200,3 @@ def test_a_dry_run_does_not_ask(sqlite_fleet, write_migration, airflow_db):
     assert run.state == "success", run.tasks
     assert set(run.outcomes().values()) == {"would_apply"}
     assert run.xcoms[(CANARY_APPROVAL_TASK_ID, -1)]["approved"] is True
-
