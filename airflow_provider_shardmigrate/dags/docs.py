@@ -10,6 +10,7 @@ long waves are shortened so the pane stays readable at any fleet size; the full 
 from __future__ import annotations
 
 import re
+import textwrap
 
 from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
@@ -21,8 +22,12 @@ from airflow_provider_shardmigrate.plugins.fleet import FLEET_VIEW_ROUTE
 #: A script shown in full up to this many lines / characters; longer ones are cut with a note.
 MAX_SCRIPT_LINES = 40
 MAX_SCRIPT_CHARS = 4000
-#: Lines wider than this are wrapped in the docs pane (``pre`` blocks would otherwise scroll sideways).
-MAX_LINE = 110
+#: Code lines are wrapped at this width: the UI's docs pane opens 500 px wide, where a code block holds about
+#: 50 monospace characters; wider lines would push the pane's content out of view (checked in Chromium).
+MAX_LINE = 48
+#: A checksum is shown by its first characters (``shardmigrate validate`` prints it whole): a 71-character
+#: token cannot wrap and would widen the pane.
+CHECKSUM_SHOWN = 19
 #: Waves listed, and shards named per wave.
 MAX_WAVES = 100
 MAX_SHARDS_PER_WAVE = 100
@@ -53,9 +58,19 @@ def _fence(text: str) -> str:
 
 
 def _wrap(line: str) -> list[str]:
+    """A long code line as several, broken at spaces where it can be, continuations indented."""
     if len(line) <= MAX_LINE:
         return [line]
-    return [line[i : i + MAX_LINE] + ("" if i + MAX_LINE >= len(line) else " ↩") for i in range(0, len(line), MAX_LINE)]
+    indent = line[: len(line) - len(line.lstrip())]
+    return textwrap.wrap(
+        line,
+        width=MAX_LINE,
+        initial_indent="",
+        subsequent_indent=indent + "    ",
+        break_long_words=True,
+        break_on_hyphens=False,
+        drop_whitespace=True,
+    ) or [line]
 
 
 def shorten_script(text: str) -> str:
@@ -152,7 +167,7 @@ def migration_doc(migration: Migration, plan: RolloutPlan) -> str:
         f"{options.per_shard_timeout:g} s, transactional {str(options.transactional).lower()}",
         f"* defaults: stop_on_first_failure {str(options.stop_on_first_failure).lower()}, auto_rollback "
         f"{str(options.auto_rollback).lower()}, preflight drift check {str(options.validate_before_apply).lower()}",
-        f"* checksum `{migration.checksum}`",
+        f"* checksum `{migration.checksum[:CHECKSUM_SHOWN]}…` (`shardmigrate validate` prints it in full)",
         f"* [rollback DAG]({ui_path('dags/' + rollback_dag_id(migration.id))}) · "
         f"[fleet page]({ui_path('plugin/' + FLEET_VIEW_ROUTE)})",
     ]

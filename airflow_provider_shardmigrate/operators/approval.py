@@ -55,10 +55,10 @@ class CanaryApprovalOperator(ApprovalOperator):
             defaults=[self.REJECT],
             params={
                 COMMENT_PARAM: Param(
-                    "",
-                    type="string",
+                    None,
+                    type=["null", "string"],
                     title="Comment",
-                    description="Why you approve or reject; recorded in the run's report.",
+                    description="Optional: why you approve or reject; recorded in the run's report.",
                 )
             },
             response_timeout=timedelta(seconds=approval_timeout),

@@ -30,6 +30,7 @@ LEGEND = {
     "-": "not_applied",
     "?": "unreadable",
 }
+UNREADABLE = "?"
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 #: Drifted tables listed on the page, and shards named per table.
@@ -88,7 +89,8 @@ class FleetStatus:
             "shards": {
                 "total": len(self.shards),
                 "active": sum(1 for s in self.shards if s.get("active", True)),
-                "errors": sum(1 for s in self.shards if s.get("error")),
+                "with_error": sum(1 for s in self.shards if s.get("error")),
+                "unreadable": sum(1 for s in self.shards if UNREADABLE in s["row"]),
             },
         }
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
-from airflow_provider_shardmigrate.dags.layout import DAG_PREFIX, ROLLBACK_SUFFIX, migration_id_of
+from airflow_provider_shardmigrate.dags.layout import DAG_PREFIX, REPORT_TASK_ID, ROLLBACK_SUFFIX, migration_id_of
 from airflow_provider_shardmigrate.plugins.fleet import (
     FleetStatus,
     progress_bar,
@@ -17,10 +17,25 @@ from airflow_provider_shardmigrate.plugins.fleet import (
 
 #: Run states in which a run shows live progress.
 LIVE_STATES = ("queued", "running")
+#: What the page shows of a finished run's report (docs/contracts.md, XCom: Report) -- never the shard map.
+REPORT_FIELDS = (
+    "all_succeeded",
+    "succeeded_count",
+    "failed_count",
+    "pending_count",
+    "rolled_back_count",
+    "outcome_counts",
+    "halted_reason",
+    "refused",
+)
 
 _cache_lock = threading.Lock()
 #: status DAG id -> (the publication it was parsed from, the parsed status)
 _parsed: dict[str, tuple[tuple[Any, ...], FleetStatus]] = {}
+#: (dag_id, run_id) -> (the report XCom's timestamp, what the page shows of it); a run's report changes only
+#: when the run is cleared and runs again.
+_reports: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
+MAX_CACHED_REPORTS = 1000
 
 
 def _newest(session: Any, dag_id: str, task_id: str) -> Any:
@@ -96,7 +111,43 @@ def _awaiting_input(session: Any, runs: Collection[Any]) -> dict[tuple[str, str]
     return {(dag_id, run_id): (task_id, map_index) for dag_id, run_id, task_id, map_index in rows}
 
 
-def _describe_run(session: Any, base: str, run: Any, awaiting: tuple[str, int] | None) -> dict[str, Any]:
+def _report_summaries(session: Any, runs: Collection[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """What each finished run's report says, without its per-shard map: the counts and the halting reason."""
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import tuple_
+
+    keys = [(run.dag_id, run.run_id) for run in runs]
+    if not keys:
+        return {}
+    rows = (
+        session.query(XComModel)
+        .filter(
+            tuple_(XComModel.dag_id, XComModel.run_id).in_(keys),
+            XComModel.task_id == REPORT_TASK_ID,
+            XComModel.key == "return_value",
+        )
+        .all()
+    )
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row.dag_id, row.run_id)
+        with _cache_lock:
+            cached = _reports.get(key)
+        if cached is None or cached[0] != row.timestamp:
+            value = XComModel.deserialize_value(row) or {}
+            summary = {name: value.get(name) for name in REPORT_FIELDS}
+            cached = (row.timestamp, summary)
+            with _cache_lock:
+                if len(_reports) >= MAX_CACHED_REPORTS:
+                    _reports.clear()
+                _reports[key] = cached
+        found[key] = cached[1]
+    return found
+
+
+def _describe_run(
+    session: Any, base: str, run: Any, awaiting: tuple[str, int] | None, report: dict[str, Any] | None
+) -> dict[str, Any]:
     from airflow_provider_shardmigrate.progress import read_progress
 
     state = str(run.state)
@@ -114,6 +165,8 @@ def _describe_run(session: Any, base: str, run: Any, awaiting: tuple[str, int] |
         ).to_dict()
         progress.pop("shards", None)  # the bar needs the counts, not every shard of a 10,000-shard run
         described["progress"] = {**progress, "bar": progress_bar(progress)}
+    if report is not None:
+        described["report"] = report
     if awaiting is not None:
         task_id, map_index = awaiting
         described["awaiting_approval"] = {
@@ -138,6 +191,7 @@ def migration_runs(session: Any, base: str, readable: Collection[str] | None) ->
     latest = _latest_runs(session, list(dags))
     live = [run for run in latest.values() if str(run.state) in LIVE_STATES]
     awaiting = _awaiting_input(session, live)
+    reports = _report_summaries(session, [run for run in latest.values() if str(run.state) not in LIVE_STATES])
     by_migration: dict[str, dict[str, Any]] = {}
     for dag_id in sorted(dags):
         name, paused = dags[dag_id]
@@ -149,6 +203,10 @@ def migration_runs(session: Any, base: str, readable: Collection[str] | None) ->
             "display_name": name or dag_id,
             "is_paused": bool(paused),
             "url": run_url(base, dag_id),
-            "latest_run": _describe_run(session, base, run, awaiting.get((dag_id, run.run_id))) if run else None,
+            "latest_run": (
+                _describe_run(session, base, run, awaiting.get((dag_id, run.run_id)), reports.get((dag_id, run.run_id)))
+                if run
+                else None
+            ),
         }
     return [by_migration[key] for key in sorted(by_migration)]

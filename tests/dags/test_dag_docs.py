@@ -8,8 +8,9 @@ from typing import Any
 
 import yaml
 
+from airflow_provider_shardmigrate.core.scripts import load_migration
 from airflow_provider_shardmigrate.core.topology import parse_topology
-from airflow_provider_shardmigrate.dags.docs import MAX_SCRIPT_LINES, display_name
+from airflow_provider_shardmigrate.dags.docs import MAX_LINE, MAX_SCRIPT_LINES, display_name
 from airflow_provider_shardmigrate.dags.migration import build_migration_dag
 from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
 
@@ -42,8 +43,11 @@ def test_rolling_migration_docs(write_migration):
     # Every script, each engine variant apart, in its own block.
     for name in ("up.sql", "up.postgres.sql", "down.sql", "down.mysql.sql"):
         assert f"**`{name}`**" in doc
-    assert "CREATE INDEX CONCURRENTLY idx ON customers (name);" in doc
+    assert "CREATE INDEX CONCURRENTLY idx ON customers\n    (name);" in doc  # wrapped to fit the docs pane
     assert "DROP INDEX idx_customers_name ON customers;" in doc
+    assert all(len(line) <= MAX_LINE for line in _code_lines(doc))
+    checksum = load_migration(migration).checksum
+    assert checksum not in doc and f"checksum `{checksum[:19]}…`" in doc  # a 71-character token would not wrap
     # The long script is cut, and says so.
     assert f"ADD COLUMN c{MAX_SCRIPT_LINES - 1} INTEGER" in doc and f"ADD COLUMN c{MAX_SCRIPT_LINES} " not in doc
     assert f"-- ... {60 - MAX_SCRIPT_LINES} more line(s) in the migration folder" in doc
@@ -87,15 +91,23 @@ def test_rollback_docs_and_names(write_migration):
     assert "[rollout DAG](/dags/shardmigrate__502_rb_docs)" in doc
 
 
-def test_display_name_is_clipped_and_single_line(write_migration):
-    from airflow_provider_shardmigrate.core.scripts import load_migration
+def _code_lines(doc: str) -> list[str]:
+    lines, inside = [], False
+    for line in doc.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif inside:
+            lines.append(line)
+    return lines
 
+
+def test_display_name_is_clipped_and_single_line(write_migration):
     folder = write_migration("503_long", options={"description": "word " * 100})
     name = display_name(load_migration(folder))
     assert len(name) == 200 and name.endswith("…") and "\n" not in name
 
 
 def test_a_backtick_fence_in_sql_does_not_break_the_block(write_migration):
-    migration = write_migration("504_ticks", up="CREATE TABLE `t` (x INT); -- ```not a fence```")
+    migration = write_migration("504_ticks", up="CREATE TABLE `t` (x INT); -- ```fence```")
     doc = build_migration_dag(migration, _topology()).doc_md
-    assert "````sql\nCREATE TABLE `t` (x INT); -- ```not a fence```\n````" in doc
+    assert "````sql\nCREATE TABLE `t` (x INT); -- ```fence```\n````" in doc

@@ -119,7 +119,7 @@ def test_fleet_summary_after_a_partial_failure_with_auto_rollback(sqlite_fleet, 
     status = summary["status"]
     assert status["published"] is True and status["migrations"] == [migration_id]
     assert status["counts"][migration_id] == {"rolled_back": 3, "not_applied": 1}
-    assert status["shards"] == {"total": 4, "active": 4, "errors": 0}
+    assert status["shards"] == {"total": 4, "active": 4, "with_error": 0, "unreadable": 0}
     entry = next(m for m in summary["migrations"] if m["migration_id"] == migration_id)
     latest = entry["rollout"]["latest_run"]
     assert latest["state"] == "failed" and latest["run_id"] == run.run_id

@@ -5,6 +5,8 @@
   "use strict";
 
   var LIVE_REFRESH_MS = 3000;
+  var STATUS_ORDER = ["applied", "baselined", "running", "rolled_back", "failed", "unreadable", "not_applied"];
+  var LETTER_ORDER = ["A", "B", "R", "X", "F", "?", "-"];
   var IDLE_REFRESH_MS = 30000;
   var state = { offset: 0, limit: 50, query: "", migration: "", status: "", active: "", generatedAt: null };
   var timer = null;
@@ -27,6 +29,13 @@
       node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
     }
     return node;
+  }
+
+  function ordered(keys, order) {
+    return keys.slice().sort(function (a, b) {
+      var i = order.indexOf(a), j = order.indexOf(b);
+      return (i < 0 ? order.length : i) - (j < 0 ? order.length : j) || (a < b ? -1 : a > b ? 1 : 0);
+    });
   }
 
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
@@ -80,8 +89,9 @@
     }
     var shards = status.shards;
     line.textContent = "Fleet status generated " + when(status.generated_at) + " by " + status.dag_id + " (run " +
-      status.run_id + "): " + shards.total + " shard(s), " + shards.active + " active, " + shards.errors +
-      " unreadable" + (status.complete ? "." : " — INCOMPLETE: some shards could not be read.");
+      status.run_id + "): " + shards.total + " shard(s), " + shards.active + " active; " + shards.with_error +
+      " with an error, " + shards.unreadable + " unreadable" +
+      (status.complete ? "." : " — INCOMPLETE: some shards could not be read.");
   }
 
   function fleetCell(status, migrationId) {
@@ -93,7 +103,7 @@
     for (name in counts) total += counts[name];
     var segments = [];
     var parts = [];
-    Object.keys(counts).sort().forEach(function (key) {
+    ordered(Object.keys(counts), STATUS_ORDER).forEach(function (key) {
       if (!counts[key]) return;
       segments.push({ kind: key, count: counts[key], percent: total ? (100 * counts[key]) / total : 0 });
       parts.push(key + " " + counts[key]);
@@ -116,13 +126,27 @@
     return cell;
   }
 
+  function resultCell(report) {
+    var counts = report.outcome_counts || {};
+    var parts = ordered(Object.keys(counts), ["succeeded", "already_applied", "would_apply", "rolled_back",
+      "failed", "pending", "not_applied", "not_selected", "would_roll_back"]).map(function (key) {
+      return counts[key] + " " + key.replace(/_/g, " ");
+    });
+    var cell = el("div", { className: "result" }, el("div", { text: parts.join(" · ") || "no shard" }));
+    var reason = report.refused ? "refused: [" + report.refused.code + "] " + report.refused.reason : report.halted_reason;
+    if (reason) cell.appendChild(el("div", { className: "reason", text: reason }));
+    return cell;
+  }
+
   function progressCell(dag) {
     var run = dag && dag.latest_run;
-    if (!run || !run.progress) return el("span", { className: "muted", text: run ? "finished" : "" });
+    if (run && run.report) return resultCell(run.report);
+    if (!run || !run.progress) return el("span", { className: "muted", text: run ? "no report" : "" });
     var p = run.progress;
+    var phase = run.awaiting_approval ? "waiting for the canary approval" : p.phase;
     return el("div", null,
       bar(p.bar, function (s) { return s.kind.replace("_", " ") + ": " + s.count; }),
-      el("div", { className: "counts", text: p.phase + " · " + p.completed_shards + "/" + p.total_shards +
+      el("div", { className: "counts", text: phase + " · " + p.completed_shards + "/" + p.total_shards +
         " at the migration, " + p.running_shards + " running, " + p.failed_shards + " failed, " +
         p.rolled_back_shards + " rolled back, " + p.stopped_shards + " pending" }));
   }
@@ -227,7 +251,7 @@
     var statusSelect = clear($("f-status"));
     statusSelect.appendChild(el("option", { value: "", text: "any" }));
     var legend = clear($("legend"));
-    Object.keys(status.legend).forEach(function (letter) {
+    ordered(Object.keys(status.legend), LETTER_ORDER).forEach(function (letter) {
       statusSelect.appendChild(el("option", { value: letter, text: letter + " — " + status.legend[letter] }));
       legend.appendChild(el("span", null, el("span", { className: "badge " + cellClass(letter), text: letter }),
         " " + status.legend[letter]));
@@ -275,7 +299,8 @@
         tr.appendChild(el("td", { className: "cell " + cellClass(letter), title: page.migrations[i] + ": " + label,
           "data-status": label, text: letter }));
       }
-      tr.appendChild(el("td", { className: "err", text: row.error || "" }));
+      tr.appendChild(el("td", { className: "err" }, row.error ? el("div", { className: "clamp", title: row.error,
+        text: row.error }) : null));
       body.appendChild(tr);
     });
     if (!page.rows.length) {
@@ -284,7 +309,7 @@
     }
     var first = page.matching ? page.offset + 1 : 0;
     var last = Math.min(page.offset + page.limit, page.matching);
-    $("page-info").textContent = "Shards " + first + "–" + last + " of " + page.matching + " matching (" +
+    $("page-info").textContent = "Shards " + first + " to " + last + " of " + page.matching + " matching (" +
       page.total + " in the fleet)";
     $("prev").disabled = page.offset <= 0;
     $("next").disabled = page.offset + page.limit >= page.matching;
