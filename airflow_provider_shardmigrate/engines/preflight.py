@@ -96,18 +96,30 @@ def check_touched_tables(
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(shards)))) as pool:
         readings = list(pool.map(read, shards))
+    _compare(result, _sort_readings(result, readings))
+    return result
+
+
+def _sort_readings(
+    result: PreflightResult, readings: Sequence[tuple[Shard, str | None, Schema | None, str | None]]
+) -> dict[str, dict[str, Schema]]:
+    """Record unreadable and already-applied shards; the others' schemas by engine variant, in topology order
+    (the first pending shard of each engine is the reference)."""
     by_engine: dict[str, dict[str, Schema]] = {}
-    for shard, variant, schema, error in readings:  # topology order is kept: the first pending shard leads
+    for shard, variant, schema, error in readings:
         if error is not None:
             result.unreadable[shard.id] = error
         elif schema is None:
             result.already_applied.append(shard.id)
         else:
             by_engine.setdefault(variant or "", {})[shard.id] = schema
+    return by_engine
+
+
+def _compare(result: PreflightResult, by_engine: dict[str, dict[str, Schema]]) -> None:
     for schemas in by_engine.values():
         reference = next(iter(schemas))
         for table, differing in differing_tables(schemas, result.tables, DriftDepth.FULL).items():
             result.conflicts[table] = result.conflicts.get(table, ()) + differing
             for shard_id in differing:
                 result.compared_with[shard_id] = reference
-    return result

@@ -107,11 +107,20 @@ def browser_page(e2e: E2E) -> Iterator[Any]:
             browser.close()
 
 
-def _shot(e2e: E2E, target: Any, name: str) -> Path:
+def _shot(e2e: E2E, target: Any, name: str, *, height: int | None = None) -> Path:
+    """Save a screenshot of a page (full page; ``height``: a taller window first, for the fleet page, whose
+    frame is as tall as the window) or of one element."""
     folder = e2e.output_dir / "screenshots"
     folder.mkdir(exist_ok=True)
     path = folder / name
-    target.screenshot(path=str(path), **({"full_page": True} if hasattr(target, "goto") else {}))
+    if hasattr(target, "goto"):
+        if height:
+            target.set_viewport_size({"width": 1400, "height": height})
+            target.wait_for_timeout(500)  # let the frame take the new height before the picture (not an assertion)
+        target.screenshot(path=str(path), full_page=True)
+        target.set_viewport_size({"width": 1400, "height": 1000})
+    else:
+        target.screenshot(path=str(path))
     assert path.stat().st_size > 10_000, f"screenshot {path} is missing or empty"
     print(f"[e2e] screenshot: {path}")
     return path
@@ -183,7 +192,7 @@ def test_fleet_page_after_a_partial_failure_with_auto_rollback(
     expect(frame.locator("tr[data-shard]")).to_have_count(1)
     frame.locator("#f-status").select_option("")
     expect(frame.locator("tr[data-shard]")).to_have_count(len(SHARDS))
-    _shot(e2e, page, "fleet-page-after-partial-failure.png")
+    _shot(e2e, page, "fleet-page-after-partial-failure.png", height=1900)
 
 
 def test_grid_of_the_failed_run(e2e: E2E, failed_rollout: dict, browser_page: Any) -> None:
@@ -209,7 +218,7 @@ def test_rollback_form_offers_a_pick_list(e2e: E2E, failed_rollout: dict, browse
     page.goto(f"{e2e.deployment.url}/dags/{ROLLBACK_DAG}")
     page.get_by_role("button", name="Trigger Dag").click()
     dialog = page.get_by_role("dialog")
-    expect(dialog.get_by_text("Shards to roll back")).to_be_visible()
+    expect(dialog.locator("label", has_text="Shards to roll back")).to_be_visible()
     dialog.locator("#element_shards").click()
     options = page.locator("[id^=react-select][id*=-option-]")
     expect(options).to_have_text(["all (every active shard)", *ACTIVE, f"{INACTIVE} (inactive)"])
@@ -256,7 +265,7 @@ def test_canary_approval_prompt_rejected_in_the_ui(e2e: E2E, ui: UiProject, brow
     row = frame.locator(f"tr[data-migration='{CANARY.id}']")
     expect(row).to_contain_text("awaiting approval")
     expect(row).to_contain_text("waiting for the canary approval · 1/5 at the migration")
-    _shot(e2e, page, "fleet-page-live-progress.png")
+    _shot(e2e, page, "fleet-page-live-progress.png", height=1900)
 
     page.goto(
         f"{e2e.deployment.url}/dags/{CANARY_DAG}/runs/{quote(run_id, safe='')}/tasks/shards.canary_approval"
@@ -301,3 +310,5 @@ def test_docs_pane_shows_the_sql_without_clipping(e2e: E2E, ui: UiProject, brows
     )
     assert overflowing == [], f"the docs pane scrolls sideways (content cut off): {overflowing}"
     _shot(e2e, dialog, "docs-pane.png")
+    dialog.get_by_text("down.mysql.sql").scroll_into_view_if_needed()
+    _shot(e2e, dialog, "docs-pane-scripts.png")
