@@ -154,7 +154,8 @@ def test_rollback_then_reapply(pg_fleet: PostgresFleet, write_migration: WriteMi
     row = pg_fleet.history("pg-0")["001_orders"]
     assert row["status"] == "rolled_back" and row["rolled_back_at"] is not None
     assert row["applied_at"] == applied_at  # timestamp kept
-    assert rollback_shard(shard("pg-0"), migration).outcome == "rolled_back"  # idempotent
+    # Idempotent: a second rollback finds nothing to undo (already rolled back) and touches nothing.
+    assert rollback_shard(shard("pg-0"), migration).outcome == "not_applied"
 
     again = apply_to_shard(shard("pg-0"), migration)
 
