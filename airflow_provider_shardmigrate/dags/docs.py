@@ -16,8 +16,7 @@ from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
 from airflow_provider_shardmigrate.core.scripts import DIRECTIONS, Migration
 from airflow_provider_shardmigrate.core.topology import Topology
-from airflow_provider_shardmigrate.dags.layout import rollback_dag_id
-from airflow_provider_shardmigrate.plugins.fleet import FLEET_VIEW_ROUTE
+from airflow_provider_shardmigrate.dags.layout import FLEET_VIEW_ROUTE, rollback_dag_id
 
 #: A script shown in full up to this many lines / characters; longer ones are cut with a note.
 MAX_SCRIPT_LINES = 40

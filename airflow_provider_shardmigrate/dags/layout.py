@@ -35,6 +35,10 @@ AUTO_ROLLBACK_TASK_ID = "auto_rollback"
 REPORT_TASK_ID = "report"
 GATE_TASK_ID = "gate"
 
+#: The fleet page's route inside the Airflow UI (``/plugin/<route>``, the plugin's external view), linked
+#: from every migration DAG's docs.
+FLEET_VIEW_ROUTE = "shardmigrate-fleet"
+
 #: XCom key under which the preflight task publishes the run's plan (``RolloutPlan.to_dict()``).
 PLAN_XCOM_KEY = "plan"
 #: Per-shard status XComs are the ``return_value`` of the task that ran the shard.

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.plugins.fleet import DRIFT_DAG_ID, DRIFT_TASK_ID, STATUS_DAG_ID, STATUS_TASK_ID
 
-#: Kept for callers of the first version of this module.
-PUBLISH_TASK_ID = DRIFT_TASK_ID
 #: The task type of the first task of every shardmigrate rollout / rollback DAG.
 PREFLIGHT_TASK_TYPE = "MigrationPreflightOperator"
 URL_PREFIX = "/shardmigrate"

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: The fleet page's route inside the Airflow UI (``/plugin/<route>``, the external view's ``url_route``).
-FLEET_VIEW_ROUTE = "shardmigrate-fleet"
 STATUS_DAG_ID = "shardmigrate_status"
 STATUS_TASK_ID = "publish"
 DRIFT_DAG_ID = "shardmigrate_drift"

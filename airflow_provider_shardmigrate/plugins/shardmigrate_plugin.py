@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_provider_shardmigrate.plugins.fleet import FLEET_VIEW_ROUTE
+from airflow_provider_shardmigrate.dags.layout import FLEET_VIEW_ROUTE
 
 
 def _ui_path(path: str) -> str:

@@ -89,8 +89,11 @@ def browser_page(e2e: E2E) -> Iterator[Any]:
             "(run scripts/install-system-deps.sh, which installs the `chromium` package)",
             pytrace=False,
         )
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Every expectation waits for the page to reach a state; on a loaded machine that takes longer than
+    # Playwright's default 5 s, so they wait as long as the page's own actions do.
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_shardmigrate.plugins.fleet import FLEET_VIEW_ROUTE as FLEET_ROUTE
+from airflow_provider_shardmigrate.dags.layout import FLEET_VIEW_ROUTE
 from tests.e2e.project import MigrationSpec, migration_dag_id, write_migrations_project
 from tests.server_fixtures import MYSQL_BASE_SCHEMA, conn_id_for, topology_yaml
 
@@ -28,7 +28,7 @@ INACTIVE = "ui-5"
 SHARDS = ["ui-0", "ui-1", FAILING, "ui-3", "ui-4", INACTIVE]  # topology order
 ACTIVE = [s for s in SHARDS if s != INACTIVE]
 STATUS_DAG_ID = "shardmigrate_status"
-__all__ = ["FLEET_ROUTE"]
+FLEET_ROUTE = FLEET_VIEW_ROUTE
 
 UNIQUE = MigrationSpec(
     "e2e_ui_unique",

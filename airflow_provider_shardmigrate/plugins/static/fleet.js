@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  var LIVE_REFRESH_MS = 3000;
+  var LIVE_REFRESH_MS = 5000;
   var STATUS_ORDER = ["applied", "baselined", "running", "rolled_back", "failed", "unreadable", "not_applied"];
   var LETTER_ORDER = ["A", "B", "R", "X", "F", "?", "-"];
   var IDLE_REFRESH_MS = 30000;
