@@ -30,6 +30,11 @@ class HealthStatus(StrEnum):
         """The CLI's exit code: 0 healthy, 1 degraded, 2 unhealthy."""
         return {"healthy": 0, "degraded": 1, "unhealthy": 2}[self.value]
 
+    def fails(self, fail_on: str) -> bool:
+        """Whether this status fails a drift run whose ``drift.fail_on`` is ``fail_on`` (``degraded``: any drift;
+        ``unhealthy``: only an unhealthy fleet). A healthy fleet never fails."""
+        return self is not HealthStatus.HEALTHY and self.exit_code >= HealthStatus(fail_on).exit_code
+
 
 @dataclass(frozen=True)
 class FleetHealth:

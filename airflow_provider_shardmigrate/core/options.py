@@ -14,6 +14,9 @@ from typing import Any
 
 from airflow_provider_shardmigrate.core.errors import Problem
 
+#: Seconds a canary approval waits for an answer before it counts as a reject (one day).
+DEFAULT_APPROVAL_TIMEOUT = 86400.0
+
 
 class Strategy(StrEnum):
     SEQUENTIAL = "sequential"
@@ -48,6 +51,8 @@ class MigrationOptions:
     canary: str | None = None
     canary_validation: str | None = None  # SQL run on the canary after apply; first column must be truthy
     canary_bake_time: float = 0.0  # seconds the canary gate waits before the rest of the fleet starts
+    canary_approval: bool = False  # a human approves the canary (Airflow HITL) before the rest of the fleet starts
+    canary_approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT  # seconds without an answer count as a reject
     description: str = ""
     checksum: str | None = None  # when given, must equal the computed checksum
     execution: Execution = Execution.AUTO
@@ -55,7 +60,7 @@ class MigrationOptions:
     max_failure_ratio: float | None = None  # halt once failed / targeted passes this (0 < r <= 1)
 
 
-_BOOL_FIELDS = ("stop_on_first_failure", "validate_before_apply", "transactional", "auto_rollback")
+_BOOL_FIELDS = ("stop_on_first_failure", "validate_before_apply", "transactional", "auto_rollback", "canary_approval")
 _OPTIONAL_TEXT_FIELDS = ("canary", "canary_validation", "checksum")
 KNOWN_KEYS = frozenset(f.name for f in fields(MigrationOptions))
 
@@ -150,6 +155,7 @@ _CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
     ("max_parallelism", _max_parallelism),
     ("per_shard_timeout", lambda v: _timeout(_seconds(v, positive=True))),
     ("canary_bake_time", lambda v: _seconds(v, positive=False)),
+    ("canary_approval_timeout", lambda v: _seconds(v, positive=True)),
     *((key, _bool) for key in _BOOL_FIELDS),
     *((key, _text) for key in _OPTIONAL_TEXT_FIELDS),
     ("description", _description),
@@ -178,4 +184,22 @@ def parse_options(raw: Mapping[str, Any] | None, source: str) -> tuple[Migration
             values[key] = convert(raw[key])
         except _Bad as exc:
             problems.append(Problem(str(exc), source, key))
+    problems += _approval_problems(raw, values, source)
     return MigrationOptions(**values), problems
+
+
+def _approval_problems(raw: Mapping[str, Any], values: Mapping[str, Any], source: str) -> list[Problem]:
+    """A canary approval needs a canary; its timeout means nothing without it."""
+    problems = []
+    strategy = values.get("strategy", Strategy.SEQUENTIAL)
+    if values.get("canary_approval") and strategy is not Strategy.CANARY_FIRST:
+        problems.append(
+            Problem(
+                f"needs strategy canary_first (the approval follows the canary), not {strategy.value}",
+                source,
+                "canary_approval",
+            )
+        )
+    if "canary_approval_timeout" in raw and not raw.get("canary_approval"):
+        problems.append(Problem("only applies with canary_approval: true", source, "canary_approval_timeout"))
+    return problems

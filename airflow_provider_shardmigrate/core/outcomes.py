@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from airflow_provider_shardmigrate.core.approval import ApprovalDecision
 from airflow_provider_shardmigrate.core.errors import ErrorCode
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
 from airflow_provider_shardmigrate.core.status import MigrationProgress, MigrationResult, Outcome, Refusal, ShardStatus
@@ -167,9 +168,10 @@ def halted_reason(
     refused: Refusal | None = None,
     canary: str | None = None,
     gate: str | None = None,
+    approval: ApprovalDecision | None = None,
 ) -> str | None:
-    """Why shards were left ``pending``: the refusal, a gate (the canary gate's own reason), the canary, or
-    the failure policy; None when no shard was left pending."""
+    """Why shards were left ``pending``: the refusal, a gate (the canary gate's own reason), the canary
+    approval's answer, the canary, or the failure policy; None when no shard was left pending."""
     pending = [sid for sid, s in result_shards.items() if s.outcome is Outcome.PENDING]
     if not pending:
         return None
@@ -177,6 +179,8 @@ def halted_reason(
         return f"refused before any shard started: [{refusal_code(refused)}] {first_line(refused.reason)}"
     if gate:
         return gate
+    if approval is not None and not approval.approved:
+        return approval_reason(approval)
     if canary is not None:
         status = next((s for sid, s in result_shards.items() if sid.casefold() == canary.casefold()), None)
         if not canary_cleared(status):
@@ -185,6 +189,16 @@ def halted_reason(
     if policy.exceeded(len(failed)):
         return f"{policy.describe()}: {len(failed)} shard(s) failed ({_names(failed)}); {len(pending)} not started"
     return f"{len(pending)} shard(s) not started"
+
+
+def approval_reason(approval: ApprovalDecision) -> str:
+    """A rejected (or unanswered) canary approval, with who and why: a timeout counts as a reject."""
+    if approval.timed_out:
+        reason = f"canary approval got no answer within {approval.timeout_s:g} s (a timeout counts as a reject)"
+    else:
+        reason = f"canary approval rejected by {approval.by or 'an unknown user'}"
+    comment = first_line(approval.comment)
+    return f"{reason}{f': {comment}' if comment else ''}; the other shards were not started"
 
 
 def refusal_code(refused: Refusal) -> str:
@@ -205,6 +219,7 @@ def assemble_result(
     policy: HaltPolicy = HaltPolicy(),
     canary: str | None = None,
     gate: str | None = None,
+    approval: ApprovalDecision | None = None,
     total_duration_ms: int = 0,
 ) -> MigrationResult:
     """Every target's final status, in ``targets`` order, and the run's verdict.
@@ -239,7 +254,9 @@ def assemble_result(
         all_succeeded=ok,
         counts=dict(counts),
         total_duration_ms=total_duration_ms,
-        halted_reason=halted_reason(shards, policy=policy, refused=refused, canary=canary, gate=gate),
+        halted_reason=halted_reason(
+            shards, policy=policy, refused=refused, canary=canary, gate=gate, approval=approval
+        ),
         refused=refused,
     )
 

@@ -30,6 +30,13 @@ class DriftDepth(StrEnum):
     FULL = "full"
 
 
+class DriftFailOn(StrEnum):
+    """The least healthy fleet status that fails the drift run once drift outlasts the grace period."""
+
+    DEGRADED = "degraded"  # any drift (the default)
+    UNHEALTHY = "unhealthy"  # only drift in a critical table, or a shard that could not be read
+
+
 @dataclass(frozen=True)
 class Shard:
     id: str
@@ -48,6 +55,7 @@ class DriftSettings:
     depth: DriftDepth = DriftDepth.TABLES_AND_COLUMNS
     critical_tables: tuple[str, ...] = ()
     grace_period: float = 1800.0
+    fail_on: DriftFailOn = DriftFailOn.DEGRADED
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class Topology:
 
 
 _SHARD_KEYS = {"id", "conn_id", "active"}
-_DRIFT_KEYS = {"schedule", "baseline", "depth", "critical_tables", "grace_period"}
+_DRIFT_KEYS = {"schedule", "baseline", "depth", "critical_tables", "grace_period", "fail_on"}
 _TOP_KEYS = {"shards", "drift", "allow_symlinks"}
 
 
@@ -159,6 +167,14 @@ def _grace_period(value: Any) -> float:
     raise _Bad(f"must be a finite number of seconds >= 0, got {value!r}")
 
 
+def _fail_on(value: Any) -> DriftFailOn:
+    try:
+        return DriftFailOn(value)
+    except ValueError:
+        allowed = ", ".join(f.value for f in DriftFailOn)
+        raise _Bad(f"unknown fail_on {value!r}; use one of: {allowed}") from None
+
+
 def _baseline(value: Any, shards: list[Shard]) -> str:
     """The baseline shard's id as the topology spells it; inactive shards are allowed."""
     known = {shard.key: shard for shard in shards}
@@ -181,6 +197,7 @@ def _parse_drift(raw: Any, shards: list[Shard], source: str, problems: list[Prob
         ("depth", _depth),
         ("critical_tables", _critical_tables),
         ("grace_period", _grace_period),
+        ("fail_on", _fail_on),
     )
     values: dict[str, Any] = {}
     for key, convert in converters:

@@ -11,7 +11,9 @@ and the DAG is::
 ``publish`` writes the report (differences only) and the fleet health to XCom, sets the
 ``shardmigrate.drifted_shards`` gauge, and ends **failed** when the sensor gave up -- drift that
 outlasted the grace period, or shards that could not be read -- so the run state, and whatever
-alerting the deployment has on failed runs, tells the truth.
+alerting the deployment has on failed runs, tells the truth. One rule decides, ``drift.fail_on``:
+``degraded`` (the default) fails on any drift past the grace period, ``unhealthy`` only on drift in a
+critical table or a shard that could not be read (degraded drift is published and the run succeeds).
 
 Building reads the topology file only: no database, no connection, no Variable. The schedule and every
 Param default come from the topology's ``drift:`` section, so the scheduled DAG always has valid
@@ -23,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shardmigrate.core.topology import DriftDepth, Topology, load_topology
+from airflow_provider_shardmigrate.core.topology import DriftDepth, DriftFailOn, Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import dag_defaults
 from airflow_provider_shardmigrate.dags.loader import _caller_dir, resolve
 from airflow_provider_shardmigrate.engines.introspect import DEFAULT_MAX_WORKERS, DEFAULT_TIMEOUT
@@ -72,14 +74,24 @@ def drift_params(topology: Topology) -> dict[str, Any]:
             title="Grace period (seconds)",
             description="How long drift may last before the run fails.",
         ),
+        "fail_on": Param(
+            drift.fail_on.value,
+            type="string",
+            enum=[value.value for value in DriftFailOn],
+            title="Fail on",
+            description="degraded: any drift past the grace period fails the run; unhealthy: only drift in a "
+            "critical table, or a shard that could not be read (degraded drift is reported, the run succeeds).",
+        ),
     }
 
 
-def publish_drift(payload: Any, *, dag_id: str = DRIFT_DAG_ID) -> tuple[dict[str, Any], str | None]:
+def publish_drift(
+    payload: Any, *, dag_id: str = DRIFT_DAG_ID, fail_on: str = DriftFailOn.DEGRADED.value
+) -> tuple[dict[str, Any], str | None]:
     """What the publish step records for the sensor's last ``payload``: ``(xcom, failure or None)``.
 
-    The sensor only succeeds on a healthy fleet, so a payload that is not healthy means the sensor
-    failed (drift outlasted the grace period); no payload means it failed before comparing anything.
+    The sensor succeeds only on a fleet healthier than ``fail_on``, so a payload at or past it means the
+    sensor failed (drift outlasted the grace period); no payload means it failed before comparing anything.
     Emits the ``shardmigrate.drifted_shards`` gauge.
     """
     from airflow_provider_shardmigrate.core.drift import DriftReport
@@ -96,7 +108,7 @@ def publish_drift(payload: Any, *, dag_id: str = DRIFT_DAG_ID) -> tuple[dict[str
     health = FleetHealth.from_dict(payload["health"])
     _emit(report, health, dag_id)
     result = {"report": report.to_xcom(), "health": health.to_dict()}
-    if health.status is HealthStatus.HEALTHY:
+    if not health.status.fails(fail_on):
         return result, None
     code = ErrorCode.DRIFT_DETECTED if report.has_drift else ErrorCode.SCHEMA_COMPARISON_FAILED
     return result, f"[{code}] {health.description}"
@@ -163,6 +175,7 @@ def build_drift_dag(
             depth="{{ params.depth }}",
             critical_tables="{{ params.critical_tables | tojson }}",
             grace_period="{{ params.grace_period }}",
+            fail_on="{{ params.fail_on }}",
             introspection_timeout=introspection_timeout,
             max_workers=max_workers,
             poke_interval=poke_interval,
@@ -175,7 +188,8 @@ def build_drift_dag(
 
             ti = context["ti"]
             payload = ti.xcom_pull(task_ids=SENSOR_TASK_ID, key=REPORT_KEY)
-            result, failure = publish_drift(payload, dag_id=ti.dag_id)
+            fail_on = str(context["params"].get("fail_on") or shard_topology.drift.fail_on.value)
+            result, failure = publish_drift(payload, dag_id=ti.dag_id, fail_on=fail_on)
             if failure is not None:
                 ti.xcom_push(key="return_value", value=result)
                 raise AirflowFailException(failure)
@@ -194,9 +208,11 @@ def _doc(topology: Topology, path: Path) -> str:
             f"* topology: `{path}` ({len(topology.shards)} shard(s), {len(topology.active_shards)} active)",
             f"* baseline: **{drift.baseline or 'first active shard'}**, depth **{drift.depth.value}**",
             f"* critical tables: {', '.join(drift.critical_tables) or 'none'}",
-            f"* grace period: {drift.grace_period:g}s",
+            f"* grace period: {drift.grace_period:g}s; fail on: **{drift.fail_on.value}**",
             "",
             "`detect_drift` pokes until every active shard matches the baseline; drift lasting past the grace "
-            "period fails it and `publish`, which writes the report and health to XCom.",
+            "period fails it and `publish`, which writes the report and health to XCom -- any drift with "
+            "`fail_on: degraded`, only unhealthy drift (a critical table, an unreadable shard) with "
+            "`fail_on: unhealthy`.",
         ]
     )

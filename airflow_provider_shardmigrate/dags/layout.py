@@ -11,6 +11,7 @@ Per-shard execution (one task instance per shard)::
     preflight -> shards.apply[<id>...]                             parallel
     preflight -> shards.batch_1.apply[...] -> shards.batch_2 ...   rolling
     preflight -> shards.canary -> shards.canary_gate -> shards.apply[rest...]   canary_first
+                                   (-> shards.canary_approval, with canary_approval: true)
 
 A mapped wave wider than ``[core] max_map_length`` is split into chained chunks ``apply``, ``apply_2``, ...
 
@@ -42,11 +43,17 @@ ROLLBACK_SUFFIX = "__rollback"
 SHARDS_GROUP = "shards"
 PREFLIGHT_TASK_ID = "preflight"
 CANARY_GATE_TASK_ID = f"{SHARDS_GROUP}.canary_gate"
+#: ``canary_approval: true``: the human approval between the canary gate and the rest of the fleet.
+CANARY_APPROVAL_TASK_ID = f"{SHARDS_GROUP}.canary_approval"
 AUTO_ROLLBACK_TASK_ID = "auto_rollback"
 ROLLBACKS_GROUP = "rollbacks"
 ROLLBACK_SHARDS_TASK_ID = f"{ROLLBACKS_GROUP}.rollback"
 REPORT_TASK_ID = "report"
 GATE_TASK_ID = "gate"
+
+#: The fleet page's route inside the Airflow UI (``/plugin/<route>``, the plugin's external view), linked
+#: from every migration DAG's docs.
+FLEET_VIEW_ROUTE = "shardmigrate-fleet"
 
 #: XCom key under which the preflight task publishes the run's plan (``RolloutPlan.to_dict()`` + ``map_chunk``).
 PLAN_XCOM_KEY = "plan"

@@ -15,13 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, plan_rollout
 from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
 from airflow_provider_shardmigrate.core.topology import Shard, Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import attach_params, dag_defaults, max_map_length, migration_dag_id
+from airflow_provider_shardmigrate.dags.docs import display_name, migration_doc
 from airflow_provider_shardmigrate.dags.layout import (
     AUTO_ROLLBACK_TASK_ID,
+    CANARY_APPROVAL_TASK_ID,
     CANARY_GATE_TASK_ID,
     GATE_TASK_ID,
     PLAN_XCOM_KEY,
@@ -121,6 +122,33 @@ def _canary_gate(migration: Migration, plan: RolloutPlan, canary_task_id: str) -
     )
 
 
+def _canary_approval(migration: Migration, plan: RolloutPlan, canary_task_id: str) -> Any:
+    from airflow_provider_shardmigrate.operators.approval import CanaryApprovalOperator
+
+    assert plan.canary is not None
+    return CanaryApprovalOperator(
+        task_id=CANARY_APPROVAL_TASK_ID.removeprefix(f"{SHARDS_GROUP}."),
+        migration_id=migration.id,
+        canary_task_id=canary_task_id,
+        canary_gate_task_id=CANARY_GATE_TASK_ID,
+        canary_shard_id=plan.canary.id,
+        waiting_shards=len(plan.targets) - 1,
+        approval_timeout=migration.options.canary_approval_timeout,
+    )
+
+
+def _canary_checks(migration: Migration, plan: RolloutPlan, canary: Any) -> Any:
+    """The gate after the canary (and the human approval after it, with ``canary_approval``); returns the
+    last of them, which the rest of the fleet follows."""
+    gate = _canary_gate(migration, plan, canary.task_id)
+    canary >> gate
+    if not migration.options.canary_approval:
+        return gate
+    approval = _canary_approval(migration, plan, canary.task_id)
+    gate >> approval
+    return approval
+
+
 def _wire_shards(layout: TaskLayout, tasks: _ShardTasks, migration: Migration) -> Any:
     """Create the shard tasks of ``layout`` in order; return the last one, which finishes last.
 
@@ -140,9 +168,7 @@ def _wire_shards(layout: TaskLayout, tasks: _ShardTasks, migration: Migration) -
         if kind is WaveKind.CANARY:
             task = tasks.create(wave_task, task_display_name=f"canary {wave_task.shards[0].id}")
         elif kind is WaveKind.REST and previous is not None and previous.task_id.endswith(".canary"):
-            gate = _canary_gate(migration, layout.plan, previous.task_id)
-            previous >> gate
-            previous = gate
+            previous = _canary_checks(migration, layout.plan, previous)
             task = tasks.create(wave_task, stop_watch=[wave_task.task_id])
         elif wave_task.is_lanes:
             task = tasks.create(wave_task)
@@ -198,7 +224,8 @@ def build_migration_dag(
     dag_id = dag_id or migration_dag_id(migration.id)
     kwargs = dag_defaults(
         description=(migration.description or f"Roll out {migration.id}")[:500],
-        doc_md=_doc(migration, plan),
+        dag_display_name=display_name(migration),
+        doc_md=migration_doc(migration, plan),
         tags=["shardmigrate", f"strategy:{strategy}", f"execution:{plan.execution.value}"],
         max_active_tasks=max(16, plan.max_parallelism + 2),
     )
@@ -249,6 +276,7 @@ def build_migration_dag(
             preflight_task_id=PREFLIGHT_TASK_ID,
             canary_shard_id=plan.canary.id if plan.canary else None,
             canary_gate_task_id=CANARY_GATE_TASK_ID if plan.canary else None,
+            approval_task_id=CANARY_APPROVAL_TASK_ID if plan.canary and options.canary_approval else None,
             trigger_rule=TriggerRule.ALL_DONE,
         )
         gate = MigrationGateOperator(
@@ -259,24 +287,3 @@ def build_migration_dag(
         [decide, undo] >> report >> gate
     attach_params(dag, params)
     return dag
-
-
-def _doc(migration: Migration, plan: RolloutPlan) -> str:
-    lines = [
-        f"### Migration `{migration.id}`",
-        "",
-        migration.description or "",
-        "",
-        f"* strategy: **{plan.strategy.value}**, max_parallelism {plan.max_parallelism}, "
-        f"per_shard_timeout {migration.options.per_shard_timeout:g}s, transactional {migration.options.transactional}",
-        f"* checksum: `{migration.checksum}`",
-        f"* {len(plan.targets)} shard(s) in {len(plan.waves)} wave(s):",
-    ]
-    for wave in plan.waves[:50]:
-        shown = ", ".join(s.id for s in wave.shards[:12]) + (" ..." if len(wave.shards) > 12 else "")
-        lines.append(f"  * {wave.label} ({len(wave.shards)}): {shown}")
-    if len(plan.waves) > 50:
-        lines.append(f"  * ... {len(plan.waves) - 50} more")
-    if plan.strategy is Strategy.CANARY_FIRST:
-        lines.append("* a failed canary leaves every other shard pending")
-    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from airflow_provider_shardmigrate.core.options import MigrationOptions
@@ -49,24 +50,38 @@ def migration_params(options: MigrationOptions) -> dict[str, Any]:
     }
 
 
-def rollback_params(shard_ids: list[str]) -> dict[str, Any]:
+def rollback_params(shard_ids: list[str], inactive: Collection[str] = ()) -> dict[str, Any]:
+    """The rollback DAG's Params: ``shards``, a pick-list of the topology's shard ids plus ``all`` (the
+    trigger form renders an array Param with ``examples`` as a multi-select), and ``dry_run``.
+
+    The ids are not an ``enum``: JSON schema compares case-sensitively, and shard ids match
+    case-insensitively; the preflight checks the selection (core/selection.py) before anything runs.
+    """
     from airflow.sdk import Param
 
+    from airflow_provider_shardmigrate.core.selection import ALL, SELECTION_PARAM
+
+    shown = {ALL: f"{ALL} (every active shard)"}
+    shown.update({shard_id: f"{shard_id} (inactive)" for shard_id in inactive})
     return {
-        "shards": Param(
+        SELECTION_PARAM: Param(
             [],
             type="array",
-            items={"type": "string", "enum": shard_ids},
+            items={"type": "string", "minLength": 1},
             uniqueItems=True,
-            title="Shards",
+            examples=[ALL, *shard_ids],
+            values_display=shown,
+            title="Shards to roll back",
             description=(
-                "Shards to roll back; empty means every active shard whose history says the migration is there."
+                f"Pick the shards to roll back, or '{ALL}' for every active shard (an inactive shard is rolled "
+                "back only when picked). Ids match case-insensitively. An empty selection rolls back nothing: "
+                "the run is refused and says so."
             ),
         ),
         "dry_run": Param(
             False,
             type="boolean",
             title="Dry run",
-            description="Every shard reports whether it would roll back; no DDL runs.",
+            description="Every selected shard reports whether it would roll back; no DDL runs.",
         ),
     }

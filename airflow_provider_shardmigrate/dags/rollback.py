@@ -1,8 +1,9 @@
 """``build_rollback_dag``: a manual rollback driven by each shard's history.
 
-Every active shard gets a task instance; a shard whose history says the migration is there runs ``down``
-under its lock, a shard without it reports ``not_applied``. The ``shards`` param limits the rollback to
-chosen shards (the others report ``not_selected``).
+Every shard of the topology gets a task instance (inactive ones too: they may be rolled back on purpose). The
+``shards`` Param says which: picked ids (case-insensitive) or ``all`` for every active shard; the others
+report ``not_selected``, and an empty selection refuses the run (core/selection.py). A selected shard whose
+history says the migration is there runs ``down`` under its lock; one without it reports ``not_applied``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
 from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind
 from airflow_provider_shardmigrate.core.scripts import Migration
-from airflow_provider_shardmigrate.core.topology import Topology
-from airflow_provider_shardmigrate.dags.common import attach_params, dag_defaults, max_map_length, rollback_dag_id
+from airflow_provider_shardmigrate.core.selection import ALL
+from airflow_provider_shardmigrate.core.topology import Shard, Topology
+from airflow_provider_shardmigrate.dags.common import (
+    attach_params,
+    dag_defaults,
+    max_map_length,
+    migration_dag_id,
+    rollback_dag_id,
+)
+from airflow_provider_shardmigrate.dags.docs import display_name, rollback_doc
 from airflow_provider_shardmigrate.dags.layout import (
     GATE_TASK_ID,
     PLAN_XCOM_KEY,
@@ -32,12 +41,23 @@ if TYPE_CHECKING:
 
 
 def rollback_plan(migration: Migration, topology: Topology) -> RolloutPlan:
-    """One throttled wave over every active shard."""
-    shards = topology.active_shards
+    """One throttled wave over every shard of the topology, in topology order (the selection decides which
+    of them roll back)."""
+    shards = topology.shards
     if not shards:
-        raise InvalidTopologyError(f"{topology.source}: the topology has no active shard: nothing to roll back")
+        raise InvalidTopologyError(f"{topology.source}: the topology has no shard: nothing to roll back")
+    clash = next((shard.id for shard in shards if shard.key == ALL), None)
+    if clash is not None:
+        raise InvalidTopologyError(
+            f"{topology.source}: shard '{clash}' is named like the rollback selection keyword '{ALL}'; rename it"
+        )
     width = min(migration.options.max_parallelism, len(shards))
     return RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, width),), width)
+
+
+def _rollback_kwargs(shards: tuple[Shard, ...]) -> list[dict[str, Any]]:
+    """Per-instance arguments: the shard, its connection, and whether ``all`` selects it (active shards)."""
+    return [{**kwargs, "in_all": shard.active} for kwargs, shard in zip(shard_kwargs(shards), shards, strict=True)]
 
 
 def build_rollback_dag(
@@ -65,14 +85,11 @@ def build_rollback_dag(
     plan = rollback_plan(migration, topology)
     layout = TaskLayout.of(plan, rollback=True, map_chunk=max_map_length())
     shards = plan.targets
-    params = rollback_params([shard.id for shard in shards])
+    params = rollback_params([shard.id for shard in shards], inactive=[s.id for s in shards if not s.active])
     kwargs = dag_defaults(
-        description=f"Roll back {migration.id} on the shards whose history says it is applied"[:500],
-        doc_md=(
-            f"### Rollback of `{migration.id}`\n\nRuns `down` on every selected active shard whose history row is "
-            "`applied` or `baselined`, and marks it `rolled_back`. Shards without the migration report "
-            "`not_applied`; shards left out of the selection report `not_selected`."
-        ),
+        description=f"Roll back {migration.id} on the selected shards whose history says it is applied"[:500],
+        dag_display_name=display_name(migration, "rollback"),
+        doc_md=rollback_doc(migration, topology, migration_dag_id(migration.id)),
         tags=["shardmigrate", "rollback"],
         max_active_tasks=max(16, plan.max_parallelism + 2),
     )
@@ -88,6 +105,7 @@ def build_rollback_dag(
             plan_xcom_key=PLAN_XCOM_KEY,
             accepted_params=list(params),
             check_drift=False,
+            selectable_shards=[shard.id for shard in shards],
         )
         with TaskGroup(SHARDS_GROUP):
             chunks = [
@@ -102,7 +120,7 @@ def build_rollback_dag(
                     max_active_tis_per_dagrun=plan.max_parallelism,
                     map_index_template="{{ task.shard_id }}",
                     trigger_rule=TriggerRule.ALL_SUCCESS if index == 0 else TriggerRule.ALL_DONE,
-                ).expand_kwargs(shard_kwargs(wave_task.shards))
+                ).expand_kwargs(_rollback_kwargs(wave_task.shards))
                 for index, wave_task in enumerate(layout)
             ]
         report = MigrationReportOperator(

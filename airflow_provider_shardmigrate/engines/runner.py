@@ -180,7 +180,8 @@ def apply_to_shard(
         with _Interrupts() as interrupts:
             return _apply_to_shard(shard, migration, dry_run, run, engine_factory(shard), started, interrupts)
     except Exception as exc:
-        log.warning("shard %s: %s", shard.id, exc)
+        # Not logged above debug: the caller reports the status (a task logs it once, the CLI prints it).
+        log.debug("shard %s: %s", shard.id, exc, exc_info=True)
         return failure_status(shard, started, exc, ErrorCode.MIGRATION_FAILED)
 
 
@@ -286,7 +287,7 @@ def rollback_shard(
         with _Interrupts() as interrupts:
             return _rollback_shard(shard, migration, dry_run, run, engine_factory(shard), started, interrupts)
     except Exception as exc:
-        log.warning("shard %s: rollback failed: %s", shard.id, exc)
+        log.debug("shard %s: rollback failed: %s", shard.id, exc, exc_info=True)
         status = failure_status(shard, started, exc, ErrorCode.ROLLBACK_FAILED)
         if status.error_code in (ErrorCode.MIGRATION_FAILED.value,):
             status = ShardStatus(

@@ -36,6 +36,8 @@ class MigrationPreflightOperator(BaseOperator):
     :param plan_xcom_key: XCom key to publish the plan under.
     :param accepted_params: The DAG's Param names; any other ``conf`` key refuses the run.
     :param check_drift: Compare the touched tables (``validate_before_apply``).
+    :param selectable_shards: Rollback DAGs: the shard ids the ``shards`` Param may name; an empty selection or
+        an unknown id refuses the run (``shardmigrate.invalid_params``, core/selection.py). None: no selection.
     :param timeout: Seconds each shard's introspection may take.
     :param max_workers: Shards read at once.
     """
@@ -54,6 +56,7 @@ class MigrationPreflightOperator(BaseOperator):
         plan_xcom_key: str = "plan",
         accepted_params: Sequence[str] = (),
         check_drift: bool = True,
+        selectable_shards: Sequence[str] | None = None,
         timeout: float = 60.0,
         max_workers: int = 8,
         **kwargs: Any,
@@ -67,6 +70,7 @@ class MigrationPreflightOperator(BaseOperator):
         self.plan_xcom_key = plan_xcom_key
         self.accepted_params = list(accepted_params)
         self.check_drift = check_drift
+        self.selectable_shards = None if selectable_shards is None else list(selectable_shards)
         self.timeout = timeout
         self.max_workers = max_workers
 
@@ -92,6 +96,19 @@ class MigrationPreflightOperator(BaseOperator):
                 ),
             )
 
+    def _check_selection(self, context: Context) -> None:
+        from airflow_provider_shardmigrate.core.errors import ShardMigrateError
+        from airflow_provider_shardmigrate.core.selection import SELECTION_PARAM, check_selection
+
+        if self.selectable_shards is None:
+            return
+        selection = context["params"].get(SELECTION_PARAM)
+        try:
+            named = check_selection(selection, self.selectable_shards)
+        except ShardMigrateError as exc:
+            self._refuse(context, exc)
+        self.log.info("'%s' selection %s: named %s", SELECTION_PARAM, selection, ", ".join(named) or "none")
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_shardmigrate.core.errors import ShardMigrateError
         from airflow_provider_shardmigrate.operators.shard import load_checked_migration
@@ -99,6 +116,7 @@ class MigrationPreflightOperator(BaseOperator):
         if self.plan is not None:
             context["ti"].xcom_push(key=self.plan_xcom_key, value={**self.plan.to_dict(), **self.plan_extra})
         self._check_conf(context)
+        self._check_selection(context)
         try:
             migration = load_checked_migration(self.migration_path, self.migration_checksum)
         except ShardMigrateError as exc:

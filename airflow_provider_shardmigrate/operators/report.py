@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_shardmigrate.core.approval import ApprovalDecision
 from airflow_provider_shardmigrate.core.status import MigrationResult, Outcome, Refusal, ShardStatus
 from airflow_provider_shardmigrate.operators._context import pull_statuses, task_states
 
@@ -103,6 +104,8 @@ class MigrationReportOperator(BaseOperator):
     :param preflight_task_id: Task id of the preflight, whose failure means the run was refused.
     :param canary_shard_id: The canary of a canary_first rollout (to say why the others did not start).
     :param canary_gate_task_id: Task id of the canary gate, whose failure says why the rest did not start.
+    :param approval_task_id: Task id of the canary approval (``canary_approval: true``), whose answer says why
+        the rest did not start when it was not an approval.
     """
 
     template_fields: Sequence[str] = ()
@@ -123,6 +126,7 @@ class MigrationReportOperator(BaseOperator):
         preflight_task_id: str | None = None,
         canary_shard_id: str | None = None,
         canary_gate_task_id: str | None = None,
+        approval_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         from airflow_provider_shardmigrate.core.outcomes import RunKind
@@ -140,6 +144,7 @@ class MigrationReportOperator(BaseOperator):
         self.preflight_task_id = preflight_task_id
         self.canary_shard_id = canary_shard_id
         self.canary_gate_task_id = canary_gate_task_id
+        self.approval_task_id = approval_task_id
 
     def _result_tasks(self) -> list[str]:
         return [*self.shards_of_task, *([self.lanes_task_id] if self.lanes_task_id else [])]
@@ -210,6 +215,11 @@ class MigrationReportOperator(BaseOperator):
             return f"canary gate: [{data['error_code']}] {data.get('error_message') or ''}".strip()
         return None
 
+    def _approval(self, context: Context) -> ApprovalDecision | None:
+        if not self.approval_task_id:
+            return None
+        return ApprovalDecision.from_xcom(context["ti"].xcom_pull(task_ids=self.approval_task_id, key="return_value"))
+
     def _rollbacks(self, context: Context) -> list[ShardStatus]:
         """What auto-rollback did: the rollback task instances' statuses, and a failure for every shard handed
         to a rollback task that ended without saying (its shard may be half rolled back)."""
@@ -262,6 +272,7 @@ class MigrationReportOperator(BaseOperator):
             policy=policy,
             canary=self.canary_shard_id,
             gate=self._gate_reason(context),
+            approval=self._approval(context),
             total_duration_ms=_since_trigger_ms(context),
         )
 

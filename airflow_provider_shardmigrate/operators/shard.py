@@ -69,6 +69,8 @@ class ShardMigrationOperator(BaseOperator):
     :param requires: Gate task ids (the preflight) that must not have failed, whatever the trigger rule:
         chained shards run ``all_done`` and would otherwise start after a refused preflight.
     :param target_count: Shards the rollout targets (the base of ``max_failure_ratio``).
+    :param in_all: Rollback: whether the selection ``all`` includes this shard (active shards do; an inactive
+        shard is rolled back only when the ``shards`` Param names it).
     """
 
     template_fields: Sequence[str] = ()
@@ -87,6 +89,7 @@ class ShardMigrationOperator(BaseOperator):
         stop_after: Sequence[str] = (),
         requires: Sequence[str] = (),
         target_count: int = 0,
+        in_all: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,6 +103,7 @@ class ShardMigrationOperator(BaseOperator):
         self.stop_watch = list(stop_watch)
         self.stop_after = list(stop_after)
         self.requires = list(requires)
+        self.in_all = in_all
 
     def _skip(self, context: Context, outcome: Outcome, reason: str) -> NoReturn:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -139,9 +143,10 @@ class ShardMigrationOperator(BaseOperator):
         if self.action is ShardAction.APPLY and not dry_run and self._stopped_by_failure(context):
             self._skip(context, Outcome.PENDING, "not started: the failure threshold was passed (another shard failed)")
         if self.action is ShardAction.ROLLBACK:
-            selected = {s.casefold() for s in params.get("shards") or []}
-            if selected and self.shard_id.casefold() not in selected:
-                self._skip(context, Outcome.NOT_SELECTED, "not selected in the 'shards' param")
+            from airflow_provider_shardmigrate.core.selection import SELECTION_PARAM, selects
+
+            if not selects(params.get(SELECTION_PARAM), self.shard_id, in_all=self.in_all):
+                self._skip(context, Outcome.NOT_SELECTED, f"not selected in the '{SELECTION_PARAM}' param")
 
     def _run(self, context: Context, dry_run: bool) -> tuple[str, ShardStatus]:
         from airflow_provider_shardmigrate.engines.runner import RunInfo, apply_to_shard, failure_status, rollback_shard
@@ -174,7 +179,9 @@ class ShardMigrationOperator(BaseOperator):
         record_shard(status, migration_id=migration_id, strategy=self.strategy)
         if status.outcome is Outcome.FAILED:
             context["ti"].xcom_push(key="return_value", value=status.to_xcom())
-            raise AirflowFailException(f"[{status.error_code}] shard '{self.shard_id}': {status.error_message}")
+            # The error is stated once, here, before Airflow logs the exception with its traceback.
+            self.log.error("shard %s failed: [%s] %s", self.shard_id, status.error_code, status.error_message)
+            raise AirflowFailException(f"[{status.error_code}] shard '{self.shard_id}' failed (the error is above)")
         if status.error_message:
             self.log.info("shard %s: %s (%s)", self.shard_id, status.outcome.value, status.error_message)
         return status.to_xcom()

@@ -57,9 +57,10 @@ class SchemaDriftSensor(BaseSensorOperator):
     """Poke until every active shard's schema matches the baseline's; fail once drift outlasts the grace period.
 
     Each poke introspects the whole fleet (concurrently, each shard bounded by ``introspection_timeout``
-    enforced in its database) and compares it at ``depth``. No drift and no detection failure: the
-    sensor succeeds and returns ``{"report", "health"}``. Otherwise it reschedules, and once the fleet
-    has been out of agreement for ``grace_period`` seconds it fails (no retry) with code
+    enforced in its database) and compares it at ``depth``. A fleet healthier than ``fail_on`` (no drift,
+    or only degraded drift with ``fail_on: unhealthy``): the sensor succeeds and returns ``{"report",
+    "health"}``. Otherwise it reschedules, and once the fleet has been out of agreement for ``grace_period``
+    seconds it fails (no retry) with code
     ``shardmigrate.drift_detected`` -- or ``shardmigrate.schema_comparison_failed`` when shards could
     not be read at all. A wrong setting (unknown baseline, bad depth, broken topology) fails at once.
 
@@ -70,11 +71,21 @@ class SchemaDriftSensor(BaseSensorOperator):
         comma-separated string); empty: the topology's ``drift.critical_tables``.
     :param grace_period: Seconds drift may last before the sensor fails; empty: the topology's
         ``drift.grace_period``.
+    :param fail_on: ``degraded`` (any drift) or ``unhealthy`` (only drift in a critical table, or a shard that
+        could not be read) fails once it outlasts the grace period; below it the sensor succeeds at once with
+        the report; empty: the topology's ``drift.fail_on``.
     :param introspection_timeout: Seconds one shard's introspection may take.
     :param max_workers: Shards introspected at once.
     """
 
-    template_fields: Sequence[str] = ("topology_path", "baseline", "depth", "critical_tables", "grace_period")
+    template_fields: Sequence[str] = (
+        "topology_path",
+        "baseline",
+        "depth",
+        "critical_tables",
+        "grace_period",
+        "fail_on",
+    )
     ui_color = "#f3e6cf"
 
     def __init__(
@@ -85,6 +96,7 @@ class SchemaDriftSensor(BaseSensorOperator):
         depth: str | None = None,
         critical_tables: Sequence[str] | str | None = None,
         grace_period: float | str | None = None,
+        fail_on: str | None = None,
         introspection_timeout: float = DEFAULT_TIMEOUT,
         max_workers: int = DEFAULT_MAX_WORKERS,
         mode: str = "reschedule",
@@ -97,6 +109,7 @@ class SchemaDriftSensor(BaseSensorOperator):
         self.depth = depth
         self.critical_tables = critical_tables
         self.grace_period = grace_period
+        self.fail_on = fail_on
         self.introspection_timeout = introspection_timeout
         self.max_workers = max_workers
         self._first_poke: datetime | None = None
@@ -123,15 +136,29 @@ class SchemaDriftSensor(BaseSensorOperator):
         baseline = None if _blank(self.baseline) else str(self.baseline).strip()
         return baseline, depth, critical if critical is not None else drift.critical_tables, grace
 
+    def threshold(self, topology: Topology) -> str:
+        """``fail_on`` as set on the task (the trigger form), else the topology's ``drift.fail_on``."""
+        from airflow_provider_shardmigrate.core.errors import SchemaComparisonFailedError
+        from airflow_provider_shardmigrate.core.topology import DriftFailOn
+
+        value = topology.drift.fail_on.value if _blank(self.fail_on) else str(self.fail_on).strip()
+        try:
+            return DriftFailOn(value).value
+        except ValueError:
+            allowed = ", ".join(f.value for f in DriftFailOn)
+            raise SchemaComparisonFailedError(f"unknown fail_on '{value}'; use one of: {allowed}") from None
+
     # -- poking ---------------------------------------------------------------------------------------
-    def detect(self, context: Context) -> tuple[DriftReport, FleetHealth, float]:
-        """Compare the fleet once: ``(report, health, grace_period)``; raises ShardMigrateError for bad settings."""
+    def detect(self, context: Context) -> tuple[DriftReport, FleetHealth, float, str]:
+        """Compare the fleet once: ``(report, health, grace_period, fail_on)``; raises ShardMigrateError for bad
+        settings."""
         from airflow_provider_shardmigrate.core.health import assess_health
         from airflow_provider_shardmigrate.core.topology import load_topology
         from airflow_provider_shardmigrate.engines.introspect import detect_drift
 
         topology = load_topology(self.topology_path)
         baseline, depth, critical, grace = self._settings(topology)
+        fail_on = self.threshold(topology)
         report = detect_drift(
             topology,
             depth=depth,
@@ -139,19 +166,22 @@ class SchemaDriftSensor(BaseSensorOperator):
             timeout=self.introspection_timeout,
             max_workers=self.max_workers,
         )
-        return report, assess_health(report, critical), grace
+        return report, assess_health(report, critical), grace, fail_on
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         from airflow.sdk.exceptions import AirflowFailException
 
         try:
-            report, health, grace = self.detect(context)
+            report, health, grace, fail_on = self.detect(context)
         except ShardMigrateError as exc:  # a setting that no amount of waiting fixes
             raise AirflowFailException(str(exc)) from exc
         payload = {"report": report.to_xcom(), "health": health.to_dict()}
         context["ti"].xcom_push(key=REPORT_KEY, value=payload)
-        if not report.has_drift and not report.detection_failed:
-            self.log.info("%s", health.description)
+        if not health.status.fails(fail_on):
+            if report.has_drift:
+                self.log.warning("%s -- not failing: drift.fail_on is %s", health.description, fail_on)
+            else:
+                self.log.info("%s", health.description)
             return PokeReturnValue(is_done=True, xcom_value=payload)
         now = datetime.now(UTC)
         first_seen = self._first_seen(context, now)

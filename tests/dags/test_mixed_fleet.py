@@ -121,7 +121,7 @@ def test_mixed_fleet_clean_rollout_rerun_and_rollback(mixed, write_migration, da
     again = dag_runner(build_migration_dag(migration, topology))
     assert set(again.outcomes().values()) == {"already_applied"}
 
-    undone = dag_runner(build_rollback_dag(migration, topology))
+    undone = dag_runner(build_rollback_dag(migration, topology), {"shards": ["all"]})
     assert undone.state == "success" and set(undone.outcomes().values()) == {"rolled_back"}
     for shard_id in order:
         assert not mixed.has_index(shard_id)

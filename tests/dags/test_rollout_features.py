@@ -174,7 +174,7 @@ def test_rollback_dag_is_driven_by_history(sqlite_fleet, write_migration, dag_ru
     def rollback():
         return build_rollback_dag(migration, topology)
 
-    dry = dag_runner(rollback(), {"dry_run": True})
+    dry = dag_runner(rollback(), {"dry_run": True, "shards": ["all"]})
     assert dry.outcomes() == {
         "s0": "would_roll_back",
         "s1": "would_roll_back",
@@ -188,7 +188,7 @@ def test_rollback_dag_is_driven_by_history(sqlite_fleet, write_migration, dag_ru
     assert only.outcomes() == {"s0": "not_selected", "s1": "rolled_back", "s2": "not_selected", "s3": "not_selected"}
     assert INDEX not in sqlite_fleet.objects("s1") and INDEX in sqlite_fleet.objects("s0")
 
-    full = dag_runner(rollback())
+    full = dag_runner(rollback(), {"shards": ["all"]})
     assert full.state == "success"
     assert full.outcomes() == {"s0": "rolled_back", "s1": "not_applied", "s2": "not_applied", "s3": "rolled_back"}
     assert "already rolled back" in full.shards["s1"]["error_message"]
@@ -207,7 +207,7 @@ def test_rollback_failure_fails_the_rollback_run(sqlite_fleet, write_migration, 
     topology = fleet(sqlite_fleet, count=2)
     migration = write_migration("041_bad_down", down="DROP INDEX no_such_index;", options={"strategy": "parallel"})
     assert dag_runner(build_migration_dag(migration, topology)).state == "success"
-    run = dag_runner(build_rollback_dag(migration, topology))
+    run = dag_runner(build_rollback_dag(migration, topology), {"shards": ["all"]})
     assert run.state == "failed"
     assert {s["error_code"] for s in run.shards.values()} == {"shardmigrate.rollback_failed"}
     assert all(sqlite_fleet.history(s)["041_bad_down"]["status"] == "applied" for s in ("s0", "s1"))
@@ -249,7 +249,7 @@ def test_canary_validation_query_gates_the_fleet(sqlite_fleet, write_migration, 
     assert "idx_ok" not in sqlite_fleet.objects("s0")
 
     # Rolling the canary back makes the fleet consistent again; now the gate opens.
-    assert dag_runner(build_rollback_dag(migration, topology)).state == "success"
+    assert dag_runner(build_rollback_dag(migration, topology), {"shards": ["all"]}).state == "success"
     ok = dag_runner(build_migration_dag(passing, topology))
     assert ok.state == "success"
     assert ok.xcoms[("shards.canary_gate", -1)] == {"canary": "s0", "validation": "3"}

@@ -57,7 +57,13 @@ def test_dag_file_parses_without_touching_connections(tmp_path: Path):
     assert sensor.mode == "reschedule"
     assert sensor.topology_path == str((folder / "shards.yaml").resolve())
     params = dag.params.dump()
-    assert params == {"baseline": "b", "depth": "full", "critical_tables": ["orders", "payments"], "grace_period": 600}
+    assert params == {
+        "baseline": "b",
+        "depth": "full",
+        "critical_tables": ["orders", "payments"],
+        "grace_period": 600,
+        "fail_on": "degraded",
+    }
     assert dag.get_task(PUBLISH_TASK_ID).trigger_rule == "all_done"
 
 
@@ -70,6 +76,7 @@ def test_defaults_without_a_drift_section(tmp_path: Path):
         "depth": "tables_and_columns",
         "critical_tables": [],
         "grace_period": 1800.0,
+        "fail_on": "degraded",
     }
 
 
@@ -78,7 +85,13 @@ def test_bad_param_values_are_refused(tmp_path: Path):
 
     write_topology(tmp_path / "shards.yaml", ["a", "b"])
     dag = build_drift_dag(tmp_path / "shards.yaml")
-    for key, bad in (("depth", "everything"), ("baseline", "zz"), ("grace_period", -1), ("critical_tables", "x")):
+    for key, bad in (
+        ("depth", "everything"),
+        ("baseline", "zz"),
+        ("grace_period", -1),
+        ("critical_tables", "x"),
+        ("fail_on", "healthy"),
+    ):
         with pytest.raises(ParamValidationError):
             dag.params.get_param(key).resolve(value=bad)
     dag.params.get_param("baseline").resolve(value="b")  # a shard id is fine

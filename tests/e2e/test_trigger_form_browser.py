@@ -61,7 +61,8 @@ def test_trigger_form_in_chromium(e2e: E2E) -> None:
 
             page.get_by_role("button", name="Trigger Dag").click()
             dialog = page.get_by_role("dialog")
-            expect(dialog.get_by_text(f"Trigger Dag - {DAG_ID}")).to_be_visible()
+            # The dialog names the DAG by its display name: the migration id (and description, none here).
+            expect(dialog.get_by_text(f"Trigger Dag - {scenarios.BROWSER_NOTES.id}")).to_be_visible()
             stop = dialog.locator("input[name='element_stop_on_first_failure']")
             rollback = dialog.locator("input[name='element_auto_rollback']")
             dry_run = dialog.locator("input[name='element_dry_run']")
