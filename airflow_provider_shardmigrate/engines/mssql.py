@@ -90,7 +90,7 @@ _TIMEOUT_NUMBERS = frozenset({ER_LOCK_TIMEOUT, SYBETIME})
 _CONNECTION_NUMBERS = frozenset({20002, 20004, 20006, 20009, 20017, 20020, 20047})
 #: Raised by the engine's own guard when a script ended the migration's transaction.
 ER_USER = 50000
-_TRANSACTION_GONE = "shardmigrate: the migration's transaction was ended by the script"
+_TRANSACTION_GONE = "shardmigrate: the script ended the transaction of the migration"
 
 #: sp_getapplock's return codes.
 _LOCK_RESULTS = {
@@ -567,21 +567,23 @@ class MsSqlEngine(DbApiEngine):
         return row[0] if row else None
 
 
-def sent_statements() -> dict[str, Callable[[], str]]:
-    """Every statement text this module can send, rendered with sample values (tests parse each as T-SQL)."""
+def sent_statements() -> dict[str, str]:
+    """Every statement text of this module by constant name, rendered with sample values: the tests parse each
+    as T-SQL, and fail when a new constant is not listed here."""
+    bookkeeping = SET_LOCK_TIMEOUT.format(ms=BOOKKEEPING_TIMEOUT_MS)
     return {
-        "session setup": lambda: SESSION_SETUP.format(lock_ms=BOOKKEEPING_TIMEOUT_MS),
-        "read-only setup": lambda: READ_ONLY_SETUP,
-        "set lock timeout": lambda: SET_LOCK_TIMEOUT.format(ms=1500),
-        "arm step": lambda: ARM_STEP.format(ms=1500),
-        "begin": lambda: BEGIN,
-        "commit": lambda: COMMIT,
-        "rollback": lambda: ROLLBACK,
-        "history exists": lambda: HISTORY_EXISTS_SQL,
-        "create history": lambda: f"{SET_LOCK_TIMEOUT.format(ms=BOOKKEEPING_TIMEOUT_MS)}; {CREATE_HISTORY}",
-        "upsert": lambda: f"{SET_LOCK_TIMEOUT.format(ms=BOOKKEEPING_TIMEOUT_MS)}; {UPSERT}",
-        "get lock": lambda: GET_LOCK,
-        "release lock": lambda: RELEASE_LOCK,
-        "old session alive": lambda: OLD_SESSION_ALIVE,
-        "kill": lambda: KILL_SESSION.format(spid=53),
+        "SESSION_SETUP": SESSION_SETUP.format(lock_ms=BOOKKEEPING_TIMEOUT_MS),
+        "READ_ONLY_SETUP": READ_ONLY_SETUP,
+        "SET_LOCK_TIMEOUT": SET_LOCK_TIMEOUT.format(ms=1500),
+        "ARM_STEP": ARM_STEP.format(ms=1500),
+        "BEGIN": BEGIN,
+        "COMMIT": COMMIT,
+        "ROLLBACK": ROLLBACK,
+        "HISTORY_EXISTS_SQL": HISTORY_EXISTS_SQL,
+        "CREATE_HISTORY": f"{bookkeeping}; {CREATE_HISTORY}",
+        "UPSERT": f"{bookkeeping}; {UPSERT}",
+        "GET_LOCK": GET_LOCK,
+        "RELEASE_LOCK": RELEASE_LOCK,
+        "OLD_SESSION_ALIVE": OLD_SESSION_ALIVE,
+        "KILL_SESSION": KILL_SESSION.format(spid=53),
     }
