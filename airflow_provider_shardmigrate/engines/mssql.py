@@ -49,7 +49,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -444,9 +444,7 @@ class MsSqlEngine(DbApiEngine):
 
     def ensure_history_table(self) -> None:
         if not self._history_exists():
-            self._guarded(
-                lambda: self._execute(self._bookkeeping(CREATE_HISTORY)), None, "creating the history table"
-            )
+            self._guarded(lambda: self._execute(self._bookkeeping(CREATE_HISTORY)), None, "creating the history table")
             self._history_seen = True
 
     def save_history(self, record: HistoryRecord) -> None:

@@ -49,7 +49,7 @@ def test_go_that_is_not_alone_on_its_line_separates_nothing(script: str) -> None
     [
         "SELECT 'one\nGO\nstill the literal';\nSELECT 2;",
         "SELECT N'it''s\nGO\n';\nSELECT 2;",
-        "SELECT \"quoted\nGO\nname\";\nSELECT 2;",
+        'SELECT "quoted\nGO\nname";\nSELECT 2;',
         "SELECT [bracketed\nGO\n]]name];\nSELECT 2;",
         "SELECT 1 /* a comment\nGO\n*/;\nSELECT 2;",
         "SELECT 1 /* nested /* comment\nGO\n */ still inside\nGO\n*/;\nSELECT 2;",

@@ -48,8 +48,20 @@ INDEXES = [
 CONSTRAINTS = [
     ("dbo", "customers", "PK__customer__3213E83F", "PK", 1, "id", None, None, None, None, None, None),
     ("dbo", "orders", "CK__orders__total__4AB81AF0", "C", 1, None, None, None, None, None, None, "([total]>=(0))"),
-    ("dbo", "orders", "fk_orders_customer", "F", 1, "customer_id", "dbo", "customers", "id", "NO_ACTION", "CASCADE",
-     None),
+    (
+        "dbo",
+        "orders",
+        "fk_orders_customer",
+        "F",
+        1,
+        "customer_id",
+        "dbo",
+        "customers",
+        "id",
+        "NO_ACTION",
+        "CASCADE",
+        None,
+    ),
     ("dbo", "orders", "PK__orders__3213E83F", "PK ", 1, "id", None, None, None, None, None, None),
     ("dbo", "orders", "uq_orders_status", "UQ", 1, "status", None, None, None, None, None, None),
     ("dbo", "orders", "uq_orders_status", "UQ", 2, "customer_id", None, None, None, None, None, None),
@@ -196,7 +208,9 @@ def test_sql_server_type_spellings_normalize(spelled: str, canonical: str) -> No
 
 
 def test_render_type_and_unquote() -> None:
-    assert render_type("nvarchar", 100, 0, 0) == "nvarchar(50)" and render_type("varbinary", -1, 0, 0) == "varbinary(max)"
+    assert (
+        render_type("nvarchar", 100, 0, 0) == "nvarchar(50)" and render_type("varbinary", -1, 0, 0) == "varbinary(max)"
+    )
     assert render_type("time", 5, 16, 7) == "time(7)" and render_type("bit", 1, 1, 0) == "bit"
     assert unquote("([qty]>(0) AND [name]<>N'x''[y]')") == "(qty>(0) AND name<>'x''[y]')"
     assert unquote("[odd]]name]") == "odd]name" and unquote(None) is None

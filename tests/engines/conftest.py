@@ -583,7 +583,9 @@ ENGINE_SHARDS: list[Any] = [
     pytest.param(MySqlShard, id="mysql", marks=pytest.mark.mysql),
     # The one skip of the suite: no SQL Server can run on the development machine (tests/engines/mssql_server.py).
     pytest.param(
-        MsSqlShard, id="mssql", marks=[pytest.mark.mssql, pytest.mark.skipif(server_url() is None, reason=NOT_RUN_REASON)]
+        MsSqlShard,
+        id="mssql",
+        marks=[pytest.mark.mssql, pytest.mark.skipif(server_url() is None, reason=NOT_RUN_REASON)],
     ),
 ]
 #: The engines reached over the network (a server that never answers can hang them).
@@ -725,4 +727,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say in the summary that the SQL Server contract tests did not run, and why."""
     skipped = [report for report in terminalreporter.stats.get("skipped", []) if NOT_RUN_REASON in str(report.longrepr)]
     if skipped:
-        terminalreporter.write_line(f"NOT RUN: {len(skipped)} SQL Server contract test(s) -- {NOT_RUN_REASON}", yellow=True)
+        terminalreporter.write_line(
+            f"NOT RUN: {len(skipped)} SQL Server contract test(s) -- {NOT_RUN_REASON}", yellow=True
+        )

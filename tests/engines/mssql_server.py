@@ -92,7 +92,9 @@ class MsSqlFleet:
         self.monkeypatch = monkeypatch
         self.databases: dict[str, str] = {}
 
-    def add(self, shard_id: str, schema: str = BASE_SCHEMA, *, password: str | None = None, port: int | None = None) -> str:
+    def add(
+        self, shard_id: str, schema: str = BASE_SCHEMA, *, password: str | None = None, port: int | None = None
+    ) -> str:
         from airflow_provider_shardmigrate.core.tsql import split_tsql
         from tests.server_fixtures import conn_id_for
 
@@ -100,7 +102,9 @@ class MsSqlFleet:
         self.databases[shard_id] = database
         for statement in split_tsql(schema):
             self.server.execute(database, statement)
-        self.monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id_for(shard_id).upper()}", self.conn_env(shard_id, password, port))
+        self.monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id_for(shard_id).upper()}", self.conn_env(shard_id, password, port)
+        )
         return database
 
     def conn_env(self, shard_id: str, password: str | None = None, port: int | None = None) -> str:
@@ -157,7 +161,8 @@ class MsSqlFleet:
         """Sessions of the engine (``appname`` shardmigrate:<shard>) on the shard's database."""
         rows = self.query(
             shard_id,
-            "SELECT COUNT(*) FROM sys.dm_exec_sessions WHERE program_name LIKE 'shardmigrate:%' AND database_id = DB_ID()",
+            "SELECT COUNT(*) FROM sys.dm_exec_sessions "
+            "WHERE program_name LIKE 'shardmigrate:%' AND database_id = DB_ID()",
         )
         return int(rows[0][0])
 
@@ -195,7 +200,9 @@ class MsSqlFleet:
         """(someone holds the migration lock, sessions waiting for it)."""
         from airflow_provider_shardmigrate.engines.mssql import lock_resource
 
-        free = self.query(shard_id, "SELECT APPLOCK_TEST('public', %s, 'Exclusive', 'Session')", (lock_resource(schema),))
+        free = self.query(
+            shard_id, "SELECT APPLOCK_TEST('public', %s, 'Exclusive', 'Session')", (lock_resource(schema),)
+        )
         waiting = self.query(
             shard_id,
             "SELECT COUNT(*) FROM sys.dm_tran_locks WHERE resource_type = 'APPLICATION' AND request_status = 'WAIT' "

@@ -285,7 +285,8 @@ def test_ddl_blocked_by_another_session_stops_in_the_database(
     migration = load_migration(
         write_migration(
             "006_alter",
-            up=f"CREATE TABLE before_alter (id INT);\n{engine_shard.add_column('customers', 'email', 'VARCHAR(100)')};\n",
+            up="CREATE TABLE before_alter (id INT);\n"
+            f"{engine_shard.add_column('customers', 'email', 'VARCHAR(100)')};\n",
             down="ALTER TABLE customers DROP COLUMN email;\nDROP TABLE before_alter;",
             options={"per_shard_timeout": 1.5},
         )
@@ -561,7 +562,11 @@ def test_waiting_longer_than_the_bound_is_lock_timeout(
     slow = write_migration("011_race", up=_race_up(engine_shard), down=_RACE_DOWN, options={"per_shard_timeout": 60})
     # The same migration (same id and scripts, so the same checksum) with a 1 s bound on this side.
     impatient = write_migration(
-        "011_race", up=_race_up(engine_shard), down=_RACE_DOWN, options={"per_shard_timeout": 1}, root=tmp_path / "other"
+        "011_race",
+        up=_race_up(engine_shard),
+        down=_RACE_DOWN,
+        options={"per_shard_timeout": 1},
+        root=tmp_path / "other",
     )
     assert load_migration(slow).checksum == load_migration(impatient).checksum
 
