@@ -104,7 +104,8 @@ HISTORY_EXISTS_SQL = "SELECT CASE WHEN OBJECT_ID(%s, 'U') IS NULL THEN 0 ELSE 1 
 SESSION_SETUP = (
     "SET XACT_ABORT ON; SET NOCOUNT ON; SET LOCK_TIMEOUT {lock_ms}; "
     "SELECT @@SPID, DB_NAME(), SCHEMA_NAME(), CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)), "
-    "(SELECT login_time FROM sys.dm_exec_sessions WHERE session_id = @@SPID)"
+    "(SELECT login_time FROM sys.dm_exec_sessions WHERE session_id = @@SPID), "
+    "HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE')"
 )
 #: Read-only sessions: every write of the session is undone when it closes (and the engine refuses them).
 READ_ONLY_SETUP = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN TRANSACTION"
@@ -254,6 +255,8 @@ class MsSqlEngine(DbApiEngine):
         self.schema = "dbo"
         self.spid = 0
         self.login_time: Any = None
+        #: VIEW SERVER STATE: the engine can see whether an abandoned session is still on the server.
+        self.sees_other_sessions = False
         self.version = ""
         #: What the last client-side timeout left behind, for its message.
         self.revived_note = ""
@@ -301,7 +304,8 @@ class MsSqlEngine(DbApiEngine):
         setup = SESSION_SETUP.format(lock_ms=int(lock_ms))
         self._internal.add(setup)
         row = self._guarded(lambda: self._fetchone(setup), deadline, "setting up the session")
-        self.spid, database, schema, self.version, self.login_time = row
+        self.spid, database, schema, self.version, self.login_time, sees_sessions = row
+        self.sees_other_sessions = bool(sees_sessions)
         self.database, self.schema = str(database or self.database), str(schema or "dbo")
         if self.read_only:
             self._deadline_for_reads = deadline
@@ -426,6 +430,11 @@ class MsSqlEngine(DbApiEngine):
 
     def _await_session_end(self, spid: int, login_time: Any) -> str:
         """Wait (bounded) until the server no longer lists session ``spid``; KILL it as a last resort."""
+        if not self.sees_other_sessions:
+            return (
+                f"session {spid} is left to the server to end (this login cannot see other sessions: it lacks "
+                "VIEW SERVER STATE)"
+            )
         end = time.monotonic() + REVIVE_WAIT_S
         while time.monotonic() < end:
             row = self._guarded(lambda: self._fetchone(OLD_SESSION_ALIVE, (spid, login_time)), None, "checking")

@@ -78,7 +78,7 @@ class Recorder:
             if needle in text:
                 return rows
         if "@@SPID" in text:
-            return [(53, "shard_db", "dbo", "16.0.4135.4", datetime(2026, 1, 2, 3, 4, 5))]
+            return [(53, "shard_db", "dbo", "16.0.4135.4", datetime(2026, 1, 2, 3, 4, 5), 1)]
         if "sp_getapplock" in text:
             return [(0,)]
         if "OBJECT_ID(" in text and text.startswith("SELECT CASE"):
@@ -324,6 +324,17 @@ def test_a_client_side_timeout_is_a_timeout_and_the_engine_checks_the_old_sessio
     assert "20003" in message and "the driver's query timeout" in message and "the server ended session 53" in message
     assert any("FROM sys.dm_exec_sessions WHERE session_id = 53" in text for text in recorder.sent)
     assert not engine._broken  # a new session replaced the one the driver closed
+
+
+def test_without_view_server_state_the_timeout_message_says_the_old_session_is_left_to_the_server() -> None:
+    import pymssql
+
+    session = [(53, "shard_db", "dbo", "16.0.4135.4", datetime(2026, 1, 2, 3, 4, 5), 0)]
+    engine, recorder = _record({"@@SPID": session})
+    timeout = pymssql.exceptions.OperationalError((20003, b"DB-Lib error message 20003: timed out"))
+    with engine.connected(Deadline(30)), pytest.raises(MigrationTimeoutError, match="lacks VIEW SERVER STATE"):
+        engine._raise_mapped(timeout, Deadline(2), "running statement 1 of 1", lock=False)
+    assert not any("session_id = 53 AND" in text for text in recorder.sent)  # it cannot see, so it does not claim
 
 
 def test_a_lost_connection_and_a_bookkeeping_timeout_are_failures() -> None:
