@@ -50,7 +50,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
@@ -231,10 +231,9 @@ class _ProcessQueryTimeout:
                 del self._deadlines[token]
 
     def _apply(self, conn: Any) -> None:
-        wanted = self.seconds_for(time.monotonic())
-        if wanted != self.current:
-            conn._conn.query_timeout = wanted  # pymssql: dbsettime(), for every connection of the process
-            self.current = wanted
+        # Set every time (not cached): other pymssql users of the process may have changed it meanwhile.
+        self.current = self.seconds_for(time.monotonic())
+        conn._conn.query_timeout = self.current  # pymssql: dbsettime(), for every connection of the process
 
 
 QUERY_TIMEOUT = _ProcessQueryTimeout()
@@ -252,6 +251,8 @@ class MsSqlEngine(DbApiEngine):
         self._deadline_for_reads: Deadline | None = None
         self._broken = False
         self._lock_held = False
+        #: A read-only session's deadline, registered for its whole life: drift reads the connection directly.
+        self._session_bound = ExitStack()
         self.schema = "dbo"
         self.spid = 0
         self.login_time: Any = None
@@ -309,7 +310,12 @@ class MsSqlEngine(DbApiEngine):
         self.database, self.schema = str(database or self.database), str(schema or "dbo")
         if self.read_only:
             self._deadline_for_reads = deadline
+            self._session_bound.enter_context(QUERY_TIMEOUT.bound(self.conn, deadline.remaining()))
             self._guarded(lambda: self._execute(READ_ONLY_SETUP), deadline, "starting the read-only transaction")
+
+    def close(self) -> None:
+        self._session_bound.close()
+        super().close()
 
     def _cursor(self) -> Any:
         return self.conn.cursor(as_dict=False)  # an extra may ask for dict rows; the engine reads by position
