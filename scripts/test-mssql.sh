@@ -13,7 +13,7 @@ NAME="shardmigrate-test-mssql"
 COMPOSE=(docker compose -p "$NAME" -f docker-compose.airflow.yml --profile mssql)
 
 cleanup() {
-    docker stop "$NAME" >/dev/null 2>&1 || true
+    docker rm -f "$NAME" >/dev/null 2>&1 || true
     "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
