@@ -54,11 +54,15 @@ def _migrations_table(migrations: Any, topology: Any, record: Any) -> Any:
 
 
 def _statements(migration: Any) -> str:
-    """``up.sql: 3, down.sql: 1``: each SQL script split as the engines split it."""
+    """``up.sql: 3, down.sql: 1``: each SQL script split as the engines split it (SQL Server variants in T-SQL
+    steps, core/tsql.py)."""
     from airflow_provider_shardmigrate.core.sqltext import split_sql
+    from airflow_provider_shardmigrate.core.tsql import split_tsql
 
     return ", ".join(
-        f"{name}: {len(split_sql(text))}" for name, text in sorted(migration.scripts.items()) if name.endswith(".sql")
+        f"{name}: {len(split_tsql(text) if name.endswith('.mssql.sql') else split_sql(text))}"
+        for name, text in sorted(migration.scripts.items())
+        if name.endswith(".sql")
     )
 
 

@@ -92,6 +92,37 @@ _TYPE_ALIASES: dict[str, str] = {
     "text": "text",
     "clob": "text",
 }
+#: SQL Server (engine ``mssql``): its ``n`` types hold Unicode and differ from the plain ones, its ``timestamp``
+#: is a row version (not a point in time), and ISO spellings fold into the names its catalog reports.
+_MSSQL_TYPE_ALIASES: dict[str, str] = {
+    **_TYPE_ALIASES,
+    "nvarchar": "nvarchar",
+    "national character varying": "nvarchar",
+    "national char varying": "nvarchar",
+    "nchar varying": "nvarchar",
+    "nchar": "nchar",
+    "national character": "nchar",
+    "national char": "nchar",
+    "ntext": "ntext",
+    "national text": "ntext",
+    "char varying": "varchar",
+    "binary varying": "varbinary",
+    "timestamp": "rowversion",
+    "rowversion": "rowversion",
+}
+#: SQL Server's sizes when DDL gives none (``datetime2`` is ``datetime2(7)``, ``decimal`` is ``decimal(18,0)``).
+_MSSQL_DEFAULT_ARGS: dict[str, list[str]] = {
+    "datetime2": ["7"],
+    "datetimeoffset": ["7"],
+    "time": ["7"],
+    "numeric": ["18", "0"],
+    "varchar": ["1"],
+    "nvarchar": ["1"],
+    "char": ["1"],
+    "nchar": ["1"],
+    "binary": ["1"],
+    "varbinary": ["1"],
+}
 _INTEGER_TYPES = {"integer", "smallint", "bigint", "tinyint", "mediumint"}
 _TYPE_RE = re.compile(r"^(?P<base>[^(]+?)\s*(?:\((?P<args>[^)]*)\)\s*(?P<rest>[^()]*))?$")
 
@@ -119,7 +150,9 @@ def normalize_type(raw: str | None, engine: str = "") -> str:
     base = match["base"].strip()
     args = [a.strip() for a in match["args"].split(",")] if match["args"] is not None else []
     rest = (match["rest"] or "").strip()
-    name, suffix = _canonical_name(base, rest)
+    name, suffix = _canonical_name(base, rest, _MSSQL_TYPE_ALIASES if engine == "mssql" else _TYPE_ALIASES)
+    if engine == "mssql" and not args:
+        args = list(_MSSQL_DEFAULT_ARGS.get(name, ()))
     name, args = _engine_rules(name, args, engine)
     rendered = name + ("(" + ",".join(args) + ")" if args else "")
     if suffix:
@@ -127,16 +160,16 @@ def normalize_type(raw: str | None, engine: str = "") -> str:
     return rendered + array
 
 
-def _canonical_name(base: str, rest: str) -> tuple[str, str]:
+def _canonical_name(base: str, rest: str, aliases: Mapping[str, str] = _TYPE_ALIASES) -> tuple[str, str]:
     """(canonical type name, trailing modifiers) for ``base(args) rest``."""
     words = f"{base} {rest}".strip()
-    if words in _TYPE_ALIASES:  # "timestamp(6) with time zone", "double precision", ...
-        return _TYPE_ALIASES[words], ""
+    if words in aliases:  # "timestamp(6) with time zone", "double precision", ...
+        return aliases[words], ""
     tokens = base.split()  # the longest known head: "int unsigned", "double precision zerofill"
     for cut in range(len(tokens), 0, -1):
         head = " ".join(tokens[:cut])
-        if head in _TYPE_ALIASES:
-            return _TYPE_ALIASES[head], " ".join([*tokens[cut:], rest]).strip()
+        if head in aliases:
+            return aliases[head], " ".join([*tokens[cut:], rest]).strip()
     return base, rest
 
 

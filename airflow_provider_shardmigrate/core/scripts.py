@@ -34,6 +34,7 @@ from airflow_provider_shardmigrate.core.sqltext import MAX_SCRIPT_BYTES, has_sta
 
 SQL_VARIANTS = ("postgres", "mysql", "mssql", "sqlite")
 MONGO_VARIANT = "mongo"
+MSSQL_VARIANT = "mssql"
 DIRECTIONS = ("up", "down")
 OPTIONS_FILE = "migration.yaml"
 #: Matched with ``fullmatch`` (a ``$`` would let a trailing newline through).
@@ -168,6 +169,8 @@ def _check_text(file: Path, text: str, variant: str | None) -> list[Problem]:
         return [Problem("script is empty", str(file))]
     if variant == MONGO_VARIANT:
         return _check_mongo_script(file.name, text, str(file))
+    if variant == MSSQL_VARIANT:
+        return _check_tsql(file, text)
     if not has_statement(text):
         return [
             Problem(
@@ -177,6 +180,18 @@ def _check_text(file: Path, text: str, variant: str | None) -> list[Problem]:
             )
         ]
     return []
+
+
+def _check_tsql(file: Path, text: str) -> list[Problem]:
+    """A SQL Server variant is split as the SQL Server engine splits it (``GO`` batches, core/tsql.py)."""
+    from airflow_provider_shardmigrate.core.tsql import has_tsql_statement
+
+    try:
+        if has_tsql_statement(text):
+            return []
+    except InvalidScriptError as exc:
+        return [Problem(exc.message, str(file))]
+    return [Problem("holds no SQL statement, only comments, whitespace or GO lines", str(file))]
 
 
 def _read_script(file: Path, problems: list[Problem], root: Path | None) -> str | None:

@@ -8,7 +8,9 @@ Here only offsets are kept: time is linear in the script's length and memory is 
 text plus a constant. ``bench/bench_split.py`` measures both.
 
 Every path -- loading a migration, ``shardmigrate validate``, the engines -- splits with
-:func:`split_sql`, so a script that validates is a script the engines can run.
+:func:`split_sql`, so a script that validates is a script the engines can run. SQL Server shards are the
+exception: their scripts are T-SQL, cut at ``GO`` lines into batches first (core/tsql.py, used the same way
+by loading, ``validate`` and the SQL Server engine).
 """
 
 from __future__ import annotations

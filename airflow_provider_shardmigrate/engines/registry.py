@@ -74,8 +74,8 @@ MYSQL = EngineFamily(
 MSSQL = EngineFamily(
     name="SQL Server",
     extra="mssql",
-    engine=None,
-    introspector=None,
+    engine=f"{_PACKAGE}.mssql:MsSqlEngine",
+    introspector=f"{_PACKAGE}.introspect_mssql",
     provider_modules=("airflow.providers.microsoft.mssql.hooks.mssql",),
     driver_modules=("pymssql",),
 )

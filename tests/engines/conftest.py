@@ -31,7 +31,10 @@ import pytest
 from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.engines.base import ShardEngine
 from tests.conftest import SqliteFleet
+from tests.engines.mssql_server import NOT_RUN_REASON, MsSqlFleet, mssql_fleet, mssql_server, server_url
 from tests.server_fixtures import REPO, MySqlFleet, PostgresFleet, conn_id_for
+
+__all__ = ["mssql_fleet", "mssql_server"]  # fixtures of the SQL Server contract shards
 
 T = TypeVar("T")
 
@@ -39,13 +42,14 @@ T = TypeVar("T")
 @pytest.fixture(scope="session", autouse=True)
 def _warm_imports() -> None:
     """Import the hooks and drivers once up front, so no timed test pays Airflow's import cost in its deadline."""
+    import airflow.providers.microsoft.mssql.hooks.mssql
     import airflow.providers.mysql.hooks.mysql
     import airflow.providers.postgres.hooks.postgres
     import airflow.providers.sqlite.hooks.sqlite  # noqa: F401
 
     from airflow_provider_shardmigrate.engines import engine_class
 
-    for conn_type in ("sqlite", "postgres", "mysql"):
+    for conn_type in ("sqlite", "postgres", "mysql", "mssql"):
         engine_class(conn_type)
 
 
@@ -133,6 +137,10 @@ class EngineShard:
     def controlled_sleep(self) -> str:
         """A statement that runs as long as ``sleep_control.seconds`` says (60: for ever; 0: at once)."""
         raise NotImplementedError
+
+    def add_column(self, table: str, column: str, type_: str) -> str:
+        """``ALTER TABLE ... ADD COLUMN`` as the engine spells it."""
+        return f"ALTER TABLE {table} ADD COLUMN {column} {type_}"
 
     # -- reading the shard from outside ------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -495,11 +503,90 @@ END;
         return Shard(shard_id, conn_id_for(shard_id)), ["127.0.0.1:1", database, conn_id_for(shard_id)]
 
 
+class MsSqlShard(EngineShard):
+    """A database on the SQL Server that ``SHARDMIGRATE_TEST_MSSQL_URL`` names (tests/engines/mssql_server.py)."""
+
+    kind = "mssql"
+    prefix = "ms"
+    transactional_ddl = True
+    network = True
+    history_objects = frozenset({"shardmigrate_history", "shardmigrate_history_pkey"})
+    missing_table_code = "208"  # Invalid object name
+    exists_code = "2714"  # There is already an object named ...
+    timeout_evidence = ("20003",)  # the driver's query timeout (the server then aborts the batch)
+    blocked_evidence = ("1222", "20003")  # LOCK_TIMEOUT in the server, or the query timeout first
+    missing_extra_blocks = (("pymssql",), ("airflow.providers.microsoft.mssql.hooks",))
+    extra = "mssql"
+    rich_up = """
+-- a comment; with a semicolon
+CREATE TABLE orders (id INT IDENTITY(1,1) PRIMARY KEY, customer_id INT NOT NULL, note NVARCHAR(20) DEFAULT 'a;b');
+CREATE INDEX idx_orders_customer ON orders (customer_id);
+GO
+CREATE TRIGGER orders_note ON orders AFTER INSERT AS
+BEGIN
+    SET NOCOUNT ON; -- semicolons inside the body stay in it
+    UPDATE orders SET note = 'x' WHERE id IN (SELECT id FROM inserted);
+END;
+GO
+"""
+    rich_down = "DROP TRIGGER orders_note;\nDROP TABLE orders;\n"
+    rich_objects = frozenset({"orders", "idx_orders_customer", "orders_note"})
+    rich_probe = (("INSERT INTO orders (customer_id) VALUES (1)", []), ("SELECT note FROM orders", [("x",)]))
+    rich_first_down = ("DROP TRIGGER orders_note;", "orders_note")
+    sleep_needle = "WAITFOR"
+
+    @classmethod
+    def create(cls, request: pytest.FixtureRequest, shard_id: str) -> EngineShard:
+        fleet: MsSqlFleet = request.getfixturevalue("mssql_fleet")
+        fleet.add(shard_id)
+        return cls(fleet, shard_id)
+
+    def sleep(self, seconds: object) -> str:
+        return f"WAITFOR DELAY '00:00:{int(str(seconds)):02d}'"
+
+    def controlled_sleep(self) -> str:
+        # No variable (a batch with one runs whole, as one step): poll the control row instead.
+        return "WHILE (SELECT seconds FROM sleep_control) > 0 WAITFOR DELAY '00:00:00.100'"
+
+    def add_column(self, table: str, column: str, type_: str) -> str:
+        return f"ALTER TABLE {table} ADD {column} {type_}"
+
+    def columns(self, table: str) -> set[str]:
+        rows = self.query("SELECT name FROM sys.columns WHERE object_id = OBJECT_ID(%s)", (table,))
+        return {row[0] for row in rows}
+
+    def running(self, needle: str) -> list[Any]:
+        return list(self.fleet.running(self.shard_id, needle))
+
+    def after_client_death(self) -> None:
+        wait_for(lambda: self.fleet.ours(self.shard_id) == 0, 30, what="SQL Server to end the dead session")
+
+    def migration_lock_held(self) -> bool:
+        return bool(self.fleet.lock_state(self.shard_id)[0])
+
+    def migration_lock_waiters(self) -> int | None:
+        return int(self.fleet.lock_state(self.shard_id)[1])
+
+    def lock_label(self) -> str:
+        return f"'shardmigrate:dbo' in database '{self.fleet.databases[self.shard_id]}'"
+
+    def unreachable(self, password: str) -> tuple[Shard, list[str]]:
+        shard_id = f"{self.prefix}-down"
+        database = self.fleet.add(shard_id, password=password, port=1)
+        return Shard(shard_id, conn_id_for(shard_id)), [f"{self.fleet.server.host}:1", database, conn_id_for(shard_id)]
+
+
 #: Every implemented engine, with the pytest marks its server needs. One line per engine.
 ENGINE_SHARDS: list[Any] = [
     pytest.param(SqliteShard, id="sqlite"),
     pytest.param(PostgresShard, id="postgres", marks=pytest.mark.postgres),
     pytest.param(MySqlShard, id="mysql", marks=pytest.mark.mysql),
+    # The one skip of the suite: no SQL Server can run on the development machine (tests/engines/mssql_server.py).
+    pytest.param(
+        MsSqlShard,
+        id="mssql",
+        marks=[pytest.mark.mssql, pytest.mark.skipif(server_url() is None, reason=NOT_RUN_REASON)],
+    ),
 ]
 #: The engines reached over the network (a server that never answers can hang them).
 NETWORK_SHARDS: list[Any] = [param for param in ENGINE_SHARDS if param.values[0].network]
@@ -634,3 +721,12 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
     pool = Workers(tmp_path)
     yield pool
     pool.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say in the summary that the SQL Server contract tests did not run, and why."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if NOT_RUN_REASON in str(report.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"NOT RUN: {len(skipped)} SQL Server contract test(s) -- {NOT_RUN_REASON}", yellow=True
+        )

@@ -285,7 +285,8 @@ def test_ddl_blocked_by_another_session_stops_in_the_database(
     migration = load_migration(
         write_migration(
             "006_alter",
-            up="CREATE TABLE before_alter (id INT);\nALTER TABLE customers ADD COLUMN email VARCHAR(100);\n",
+            up="CREATE TABLE before_alter (id INT);\n"
+            f"{engine_shard.add_column('customers', 'email', 'VARCHAR(100)')};\n",
             down="ALTER TABLE customers DROP COLUMN email;\nDROP TABLE before_alter;",
             options={"per_shard_timeout": 1.5},
         )
@@ -515,10 +516,14 @@ def test_worker_killed_midway_leaves_a_truthful_shard_and_rerun_applies_once(
     assert apply_to_shard(engine_shard.shard, load_migration(folder)).outcome == "already_applied"
 
 
-_RACE_UP = (
-    "CREATE TABLE race_log (n INT);\nINSERT INTO race_log VALUES (1);\nALTER TABLE customers ADD COLUMN race INT;\n"
-)
 _RACE_DOWN = "ALTER TABLE customers DROP COLUMN race;\nDROP TABLE race_log;\n"
+
+
+def _race_up(engine_shard: EngineShard) -> str:
+    return (
+        "CREATE TABLE race_log (n INT);\nINSERT INTO race_log VALUES (1);\n"
+        f"{engine_shard.add_column('customers', 'race', 'INT')};\n"
+    )
 
 
 @pytest.mark.slow
@@ -526,7 +531,7 @@ _RACE_DOWN = "ALTER TABLE customers DROP COLUMN race;\nDROP TABLE race_log;\n"
 def test_two_processes_at_once_apply_exactly_once(
     engine_shard: EngineShard, write_migration: WriteMigration, workers: Workers
 ) -> None:
-    folder = write_migration("010_race", up=_RACE_UP, down=_RACE_DOWN, options={"per_shard_timeout": 60})
+    folder = write_migration("010_race", up=_race_up(engine_shard), down=_RACE_DOWN, options={"per_shard_timeout": 60})
     first = workers.start(folder, engine_shard.shard_id, name="a", sync=True)
     second = workers.start(folder, engine_shard.shard_id, name="b", sync=True)
     workers.wait_ready("a", "b")
@@ -554,10 +559,14 @@ def test_two_processes_at_once_apply_exactly_once(
 def test_waiting_longer_than_the_bound_is_lock_timeout(
     engine_shard: EngineShard, write_migration: WriteMigration, workers: Workers, tmp_path: Path
 ) -> None:
-    slow = write_migration("011_race", up=_RACE_UP, down=_RACE_DOWN, options={"per_shard_timeout": 60})
+    slow = write_migration("011_race", up=_race_up(engine_shard), down=_RACE_DOWN, options={"per_shard_timeout": 60})
     # The same migration (same id and scripts, so the same checksum) with a 1 s bound on this side.
     impatient = write_migration(
-        "011_race", up=_RACE_UP, down=_RACE_DOWN, options={"per_shard_timeout": 1}, root=tmp_path / "other"
+        "011_race",
+        up=_race_up(engine_shard),
+        down=_RACE_DOWN,
+        options={"per_shard_timeout": 1},
+        root=tmp_path / "other",
     )
     assert load_migration(slow).checksum == load_migration(impatient).checksum
 
