@@ -561,7 +561,7 @@ class MongoEngine(ShardEngine):
         from bson import json_util
 
         try:
-            parsed = json_util.loads(script)
+            parsed = json_util.loads(script, json_options=json_util.JSONOptions(tz_aware=True, tzinfo=UTC))
         except ValueError as exc:
             raise InvalidScriptError(f"not a valid MongoDB script: {exc}", shard_id=self.shard_id) from None
         commands = [parsed] if isinstance(parsed, dict) else parsed
@@ -606,7 +606,7 @@ class MongoEngine(ShardEngine):
         from bson import json_util
 
         try:
-            command = json_util.loads(query)
+            command = json_util.loads(query, json_options=json_util.JSONOptions(tz_aware=True, tzinfo=UTC))
         except ValueError as exc:
             raise InvalidScriptError(
                 f"canary_validation on a MongoDB shard must be a JSON command: {exc}", shard_id=self.shard_id
