@@ -335,3 +335,46 @@ def mongo_fleet(mongo_server: MongoServer, monkeypatch: pytest.MonkeyPatch) -> I
     fleet = MongoFleet(mongo_server, monkeypatch)
     yield fleet
     fleet.drop_all()
+
+
+class CommandRecorder:
+    """Every command pymongo sends while ``recording`` (pymongo's own command monitoring), as
+    ``(database, command name, command document)``: what the engine really sent, whatever the server does."""
+
+    def __init__(self) -> None:
+        from pymongo import monitoring
+
+        recorder = self
+
+        class Listener(monitoring.CommandListener):
+            def started(self, event: Any) -> None:
+                if recorder.recording:
+                    recorder.sent.append((event.database_name, event.command_name, dict(event.command)))
+
+            def succeeded(self, event: Any) -> None:
+                return None
+
+            def failed(self, event: Any) -> None:
+                return None
+
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        self.recording = False
+        monitoring.register(Listener())  # applies to every client created afterwards; idle unless recording
+
+    def named(self, *names: str) -> list[dict[str, Any]]:
+        return [command for _, name, command in self.sent if name in names]
+
+
+_RECORDER: list[CommandRecorder] = []
+
+
+@pytest.fixture
+def mongo_commands() -> Iterator[CommandRecorder]:
+    """The commands sent during the test (a pymongo listener registered once per session)."""
+    if not _RECORDER:
+        _RECORDER.append(CommandRecorder())
+    recorder = _RECORDER[0]
+    recorder.sent.clear()
+    recorder.recording = True
+    yield recorder
+    recorder.recording = False

@@ -11,7 +11,7 @@ pymongo's own command monitoring.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from airflow_provider_shardmigrate.engines.mongo import (
 )
 from airflow_provider_shardmigrate.engines.runner import apply_to_shard, rollback_shard
 from tests.engines.conftest import Workers, wait_for
-from tests.mongo_fixtures import MongoFleet, needs_real_mongod
+from tests.mongo_fixtures import CommandRecorder, MongoFleet, needs_real_mongod
 from tests.server_fixtures import conn_id_for
 
 pytestmark = pytest.mark.mongo
@@ -219,44 +219,8 @@ def test_the_lease_is_released_on_every_way_out(fleet: MongoFleet, write_migrati
 # -- what the engine sends ---------------------------------------------------------------------------------------
 
 
-class _Commands:
-    """Every command pymongo sends while ``recording`` (pymongo's command monitoring, registered once)."""
-
-    def __init__(self) -> None:
-        from pymongo import monitoring
-
-        class Listener(monitoring.CommandListener):
-            def started(inner, event: Any) -> None:
-                if self.recording:
-                    self.sent.append((event.database_name, event.command_name, dict(event.command)))
-
-            def succeeded(inner, event: Any) -> None:
-                return None
-
-            def failed(inner, event: Any) -> None:
-                return None
-
-        self.sent: list[tuple[str, str, dict[str, Any]]] = []
-        self.recording = False
-        monitoring.register(Listener())
-
-
-_COMMANDS: list[_Commands] = []
-
-
-@pytest.fixture
-def commands() -> Iterator[_Commands]:
-    if not _COMMANDS:
-        _COMMANDS.append(_Commands())
-    recorder = _COMMANDS[0]
-    recorder.sent.clear()
-    recorder.recording = True
-    yield recorder
-    recorder.recording = False
-
-
 def test_every_command_carries_max_time_ms_from_the_time_left(
-    fleet: MongoFleet, write_migration: WriteMigration, commands: _Commands
+    fleet: MongoFleet, write_migration: WriteMigration, mongo_commands: CommandRecorder
 ) -> None:
     folder = mongo_migration(
         write_migration,
@@ -271,7 +235,7 @@ def test_every_command_carries_max_time_ms_from_the_time_left(
 
     assert apply_to_shard(shard(), load_migration(folder)).outcome == "succeeded"
 
-    ours = [(db, name, cmd) for db, name, cmd in commands.sent if name not in ("endSessions",)]
+    ours = [(db, name, cmd) for db, name, cmd in mongo_commands.sent if name not in ("endSessions",)]
     assert {name for _, name, _ in ours} >= {"ping", "hello", "update", "find", "create", "createIndexes", "delete"}
     for _, name, command in ours:
         assert 0 < command["maxTimeMS"] <= BOOKKEEPING_TIMEOUT_MS, (name, command)
@@ -307,7 +271,7 @@ def test_bounded_options_keep_a_smaller_configured_bound_and_one_spelling() -> N
     assert options["replicaSet"] == "rs0"
 
 
-def test_read_only_sessions_refuse_writes_before_sending(fleet: MongoFleet, commands: _Commands) -> None:
+def test_read_only_sessions_refuse_writes_before_sending(fleet: MongoFleet, mongo_commands: CommandRecorder) -> None:
     engine = engine_for(shard())
     assert isinstance(engine, MongoEngine)
     with engine.connected(Deadline(20), read_only=True):
@@ -315,7 +279,7 @@ def test_read_only_sessions_refuse_writes_before_sending(fleet: MongoFleet, comm
             engine._send({"create": "nope"}, 1000)
         assert engine.list_history() == []
     assert "nope" not in fleet.tables("mg-0")
-    assert "create" not in {name for _, name, _ in commands.sent}
+    assert "create" not in {name for _, name, _ in mongo_commands.sent}
 
 
 def test_canary_validation_on_a_mongo_shard(fleet: MongoFleet) -> None:
