@@ -92,6 +92,24 @@ class Migration:
                 return name, self.scripts[name]
         return None
 
+    def missing_for(self, variant: str) -> tuple[str, ...]:
+        """The script files a shard of ``variant`` would need and this migration lacks (none: it can run there).
+
+        A MongoDB shard needs ``up.mongo.json``/``down.mongo.json``; an SQL shard its variant or the generic
+        ``up.sql``/``down.sql`` (the generic name is the one to add).
+        """
+        fallback = MONGO_VARIANT if variant == MONGO_VARIANT else None
+        return tuple(
+            script_file_name(direction, fallback)
+            for direction in DIRECTIONS
+            if self.script_for(direction, variant) is None
+        )
+
+    @property
+    def runs_on_every_engine(self) -> bool:
+        """Whether every engine has a script: the generic SQL pair and the MongoDB pair are both there."""
+        return not self.missing_for("") and not self.missing_for(MONGO_VARIANT)
+
     @property
     def variants(self) -> tuple[str, ...]:
         """Engines this migration has a script for ("" = the generic ``up.sql``)."""
