@@ -12,12 +12,13 @@ unexport PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 PYTEST_ARGS ?=
 
-.PHONY: help demo test test-fast e2e lint typecheck system-deps install services lock clean bench
+.PHONY: help demo test test-fast test-mongo e2e lint typecheck system-deps install services lock clean bench
 
 help:
 	@echo "make demo   - migrate a fleet of SQLite shards through Airflow, live"
 	@echo "make test   - the whole test suite (starts PostgreSQL/MariaDB/Redis when needed)"
 	@echo "make e2e    - only the end-to-end tests against a real Airflow deployment (tests/e2e)"
+	@echo "make test-mongo - the MongoDB tests against a real mongod (the compose file's MongoDB; needs Docker)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (ratios against baselines measured in the same run)"
 
@@ -49,6 +50,11 @@ test: install services
 # Needs the local PostgreSQL, MariaDB and Redis (`make services` starts them when they are installed but down).
 e2e: install services
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+# The MongoDB tests run in `make test` against the nx-27017 wire-protocol emulator the test fixtures start; this
+# runs them (and the ones only a real mongod can show) against the compose file's MongoDB service instead.
+test-mongo: install
+	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-mongo.sh
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
