@@ -514,7 +514,7 @@ class MongoShard(EngineShard):
     network = True
     history_objects = frozenset({"shardmigrate_history", "shardmigrate_locks"})
     missing_table_code = "11000"  # the suite's failing statements become a duplicate _id (mongo_dialect.py)
-    exists_code = "NamespaceExists"
+    exists_code = "11000"  # CREATE TABLE inserts a marker document: a second one collides (mongo_dialect.py)
     timeout_evidence = ("MaxTimeMSExpired",)
     blocked_evidence = ("MaxTimeMSExpired",)
     missing_extra_blocks = (("pymongo",), ("airflow.providers.mongo.hooks",))
@@ -543,11 +543,6 @@ class MongoShard(EngineShard):
     rich_first_down = ("DROP INDEX idx_orders_customer_id ON orders;", "idx_orders_customer_id")
     #: test -> (why only a real mongod can show it, whether it needs a replica set)
     needs_real_server: ClassVar[dict[str, tuple[str, bool]]] = {
-        "test_statement_by_statement_failure_records_progress_and_rerun_resumes": (
-            "the emulator's create of an existing collection succeeds (mongod: NamespaceExists), so the third "
-            "command cannot fail; the resume itself runs on the emulator in test_mongo.py",
-            False,
-        ),
         "test_ddl_blocked_by_another_session_stops_in_the_database": (
             f"{_TXN} and maxTimeMS enforced on the blocked command; the emulator has neither",
             True,

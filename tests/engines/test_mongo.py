@@ -2,8 +2,9 @@
 mongod of SHARDMIGRATE_TEST_MONGO_URL; tests/mongo_fixtures.py). No mock of the database.
 
 The behaviour every engine shares is in test_contract.py, which runs it here too; the contract tests the
-emulator cannot show have their emulator-showable halves here: the per-command resume after a failure (a
-duplicate ``_id``), a dead holder's lease taken over once it expired, two processes racing for a held lease.
+emulator cannot show have their emulator-showable halves here: a dead holder's lease taken over once it
+expired (the killed worker), two processes racing for a held lease (the held winner), a held lease running
+out the budget. The per-command resume is shown in native MongoDB commands too.
 What the engine *sends* -- ``maxTimeMS`` on every command, the client's time bounds -- is read back from
 pymongo's own command monitoring.
 """
