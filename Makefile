@@ -53,7 +53,7 @@ e2e: install services
 
 # The MongoDB tests run in `make test` against the nx-27017 wire-protocol emulator the test fixtures start; this
 # runs them (and the ones only a real mongod can show) against the compose file's MongoDB service instead.
-test-mongo: install
+test-mongo: install services
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-mongo.sh
 
 test-fast: install

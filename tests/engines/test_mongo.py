@@ -157,7 +157,9 @@ def short_lease(monkeypatch: pytest.MonkeyPatch) -> float:
     return 1.0
 
 
-def test_the_lease_is_renewed_while_held(fleet: MongoFleet, short_lease: float) -> None:
+def test_the_lease_is_renewed_while_held(fleet: MongoFleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    # renewed every 2 s: only a stall of more than 4 s of the renewal thread could let the lease run out
+    monkeypatch.setattr(MongoEngine, "lease_seconds", 6.0)
     with engine_for(shard()).connected(Deadline(30)) as engine, engine.migration_lock(Deadline(30)):
         first = fleet.lease("mg-0")
         assert first is not None and first["owner"]
