@@ -12,13 +12,14 @@ unexport PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 PYTEST_ARGS ?=
 
-.PHONY: help demo test test-fast test-mssql e2e lint typecheck system-deps install services lock clean bench
+.PHONY: help demo test test-fast test-mssql test-mongo e2e lint typecheck system-deps install services lock clean bench
 
 help:
 	@echo "make demo   - migrate a fleet of SQLite shards through Airflow, live"
 	@echo "make test   - the whole test suite (starts PostgreSQL/MariaDB/Redis when needed)"
 	@echo "make e2e    - only the end-to-end tests against a real Airflow deployment (tests/e2e)"
 	@echo "make test-mssql - the SQL Server tests and engine contract against the compose file's SQL Server (Docker)"
+	@echo "make test-mongo - the MongoDB tests against a real mongod (the compose file's MongoDB; needs Docker)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (ratios against baselines measured in the same run)"
 
@@ -56,6 +57,11 @@ e2e: install services
 # Without that variable `make test` reports the SQL Server contract tests as not run.
 test-mssql: install
 	scripts/test-mssql.sh $(PYTEST_ARGS)
+
+# The MongoDB tests run in `make test` against the nx-27017 wire-protocol emulator the test fixtures start; this
+# runs them (and the ones only a real mongod can show) against the compose file's MongoDB service instead.
+test-mongo: install services
+	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-mongo.sh
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-#: Fixtures for the PostgreSQL and MariaDB servers (unique shard databases per test session).
-pytest_plugins = ["tests.server_fixtures"]
+#: Fixtures for the PostgreSQL, MariaDB and MongoDB servers (unique shard databases per test session).
+pytest_plugins = ["tests.server_fixtures", "tests.mongo_fixtures"]
 
 _HOME = Path(tempfile.mkdtemp(prefix="shardmigrate-test-airflow-"))
 (_HOME / "dags").mkdir()

@@ -54,16 +54,20 @@ def _migrations_table(migrations: Any, topology: Any, record: Any) -> Any:
 
 
 def _statements(migration: Any) -> str:
-    """``up.sql: 3, down.sql: 1``: each SQL script split as the engines split it (SQL Server variants in T-SQL
-    steps, core/tsql.py)."""
+    """``up.sql: 3, down.sql: 1``: each script split as the engines split it (SQL Server variants in T-SQL
+    steps, core/tsql.py; MongoDB scripts: commands)."""
+    import json
+
     from airflow_provider_shardmigrate.core.sqltext import split_sql
     from airflow_provider_shardmigrate.core.tsql import split_tsql
 
-    return ", ".join(
-        f"{name}: {len(split_tsql(text) if name.endswith('.mssql.sql') else split_sql(text))}"
-        for name, text in sorted(migration.scripts.items())
-        if name.endswith(".sql")
-    )
+    def count(name: str, text: str) -> int:
+        if name.endswith(".json"):  # validated at load: a command document or a list of them
+            commands = json.loads(text)
+            return 1 if isinstance(commands, dict) else len(commands)
+        return len(split_tsql(text) if name.endswith(".mssql.sql") else split_sql(text))
+
+    return ", ".join(f"{name}: {count(name, text)}" for name, text in sorted(migration.scripts.items()))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,6 +93,24 @@ class Migration:
                 return name, self.scripts[name]
         return None
 
+    def missing_for(self, variant: str) -> tuple[str, ...]:
+        """The script files a shard of ``variant`` would need and this migration lacks (none: it can run there).
+
+        A MongoDB shard needs ``up.mongo.json``/``down.mongo.json``; an SQL shard its variant or the generic
+        ``up.sql``/``down.sql`` (the generic name is the one to add).
+        """
+        fallback = MONGO_VARIANT if variant == MONGO_VARIANT else None
+        return tuple(
+            script_file_name(direction, fallback)
+            for direction in DIRECTIONS
+            if self.script_for(direction, variant) is None
+        )
+
+    @property
+    def runs_on_every_engine(self) -> bool:
+        """Whether every engine has a script: the generic SQL pair and the MongoDB pair are both there."""
+        return not self.missing_for("") and not self.missing_for(MONGO_VARIANT)
+
     @property
     def variants(self) -> tuple[str, ...]:
         """Engines this migration has a script for ("" = the generic ``up.sql``)."""
@@ -129,6 +147,49 @@ def _classify(name: str) -> tuple[str, str | None] | None:
     return direction, variant
 
 
+#: Database commands a MongoDB script may run, with the fields each one needs besides its collection name
+#: (the value of the command's first key). The engine runs them against the shard's database, in order.
+MONGO_COMMANDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "create": (),
+        "drop": (),
+        "collMod": (),
+        "createIndexes": ("indexes",),
+        "dropIndexes": ("index",),
+        "renameCollection": ("to",),
+        "insert": ("documents",),
+        "update": ("updates",),
+        "delete": ("deletes",),
+        "findAndModify": (),
+        "ping": (),  # the deliberate no-op (SQL scripts: SELECT 1)
+    }
+)
+#: Commands refused by name, and why: each would reach past the shard's own collections.
+_REFUSED_MONGO_COMMANDS = {
+    "dropDatabase": "it would drop the shard's whole database, history included",
+    "shutdown": "it stops the server",
+    "applyOps": "it bypasses the per-command history",
+}
+
+
+def _mongo_command_problem(command: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """(message, field) of what is wrong with one command document, or None when it can run."""
+    name = next(iter(command))
+    if name in _REFUSED_MONGO_COMMANDS:
+        return f"'{name}' is refused: {_REFUSED_MONGO_COMMANDS[name]}", name
+    if name not in MONGO_COMMANDS:
+        known = ", ".join(MONGO_COMMANDS)
+        return f"unknown MongoDB command '{name}' (the first key names the command; accepted: {known})", name
+    if name != "ping" and (not isinstance(command[name], str) or not command[name]):
+        return f"'{name}' must name a collection of the shard's database (a non-empty string)", name
+    if "$db" in command:
+        return "'$db' is not allowed: every command runs against the shard's own database", "$db"
+    missing = [field for field in MONGO_COMMANDS[name] if field not in command]
+    if missing:
+        return f"'{name}' needs {', '.join(repr(f) for f in missing)}", missing[0]
+    return None
+
+
 def _check_mongo_script(name: str, text: str, source: str) -> list[Problem]:
     try:
         commands: Any = json.loads(text)
@@ -138,7 +199,13 @@ def _check_mongo_script(name: str, text: str, source: str) -> list[Problem]:
         commands = [commands]
     if not isinstance(commands, list) or not commands or not all(isinstance(c, dict) and c for c in commands):
         return [Problem('must be a JSON list of MongoDB command documents, e.g. [{"create": "orders"}]', source)]
-    return []
+    problems = []
+    for index, command in enumerate(commands):
+        found = _mongo_command_problem(command)
+        if found is not None:
+            message, key = found
+            problems.append(Problem(f"command {index + 1}: {message}", source, f"[{index}].{key}" if key else None))
+    return problems
 
 
 def _check_folder_name(folder: Path) -> list[Problem]:

@@ -82,8 +82,8 @@ MSSQL = EngineFamily(
 MONGO = EngineFamily(
     name="MongoDB",
     extra="mongo",
-    engine=None,
-    introspector=None,
+    engine=f"{_PACKAGE}.mongo:MongoEngine",
+    introspector=f"{_PACKAGE}.introspect_mongo",
     provider_modules=("airflow.providers.mongo.hooks.mongo",),
     driver_modules=("pymongo",),
 )

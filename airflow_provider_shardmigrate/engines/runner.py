@@ -37,7 +37,7 @@ from airflow_provider_shardmigrate.core.history import (
     HistoryStatus,
     decide_apply,
 )
-from airflow_provider_shardmigrate.core.scripts import Migration
+from airflow_provider_shardmigrate.core.scripts import Migration, script_file_name
 from airflow_provider_shardmigrate.core.sqltext import preview
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus, redact
 from airflow_provider_shardmigrate.core.topology import Shard
@@ -69,9 +69,10 @@ def _default_factory(shard: Shard) -> ShardEngine:
 def _script(migration: Migration, direction: str, engine: ShardEngine) -> str:
     found = migration.script_for(direction, engine.variant)
     if found is None:
+        own = script_file_name(direction, engine.variant)  # MongoDB shards run nothing else
+        fix = own if own.endswith(".json") else f"{script_file_name(direction, None)} or {own}"
         raise InvalidScriptError(
-            f"migration '{migration.id}' has no {direction} script for {engine.variant} shards "
-            f"(add {direction}.sql or {direction}.{engine.variant}.{'json' if engine.variant == 'mongo' else 'sql'})",
+            f"migration '{migration.id}' has no {direction} script for {engine.variant} shards (add {fix})",
             shard_id=engine.shard_id,
         )
     return found[1]

@@ -121,9 +121,23 @@ class MigrationPreflightOperator(BaseOperator):
             migration = load_checked_migration(self.migration_path, self.migration_checksum)
         except ShardMigrateError as exc:
             self._refuse(context, exc)
+        self._check_scripts(context, migration)
         if not self.check_drift:
             return {"checked": []}
         return self._check_drift(context, migration)
+
+    def _check_scripts(self, context: Context, migration: Any) -> None:
+        """Refuse the run when a targeted shard's engine has no script in the migration (engines/coverage.py):
+        the engines are known only now, from the connections, never at parse time."""
+        from airflow_provider_shardmigrate.core.topology import Shard
+        from airflow_provider_shardmigrate.engines.coverage import missing_scripts, refusal
+
+        shards = [Shard(shard_id, conn_id) for shard_id, conn_id in self.shard_conn_ids.items()]
+        missing = missing_scripts(shards, migration, max_workers=self.max_workers)
+        if missing:
+            self._refuse(
+                context, refusal(migration, missing), {"missing_scripts": {k: list(v) for k, v in missing.items()}}
+            )
 
     def _check_drift(self, context: Context, migration: Any) -> dict[str, Any]:
         from airflow_provider_shardmigrate.core.topology import Shard

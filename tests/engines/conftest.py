@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -32,6 +33,8 @@ from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.engines.base import ShardEngine
 from tests.conftest import SqliteFleet
 from tests.engines.mssql_server import NOT_RUN_REASON, MsSqlFleet, mssql_fleet, mssql_server, server_url
+from tests.engines import mongo_dialect
+from tests.mongo_fixtures import NEEDS_REAL, MongoFleet
 from tests.server_fixtures import REPO, MySqlFleet, PostgresFleet, conn_id_for
 
 __all__ = ["mssql_fleet", "mssql_server"]  # fixtures of the SQL Server contract shards
@@ -43,13 +46,14 @@ T = TypeVar("T")
 def _warm_imports() -> None:
     """Import the hooks and drivers once up front, so no timed test pays Airflow's import cost in its deadline."""
     import airflow.providers.microsoft.mssql.hooks.mssql
+    import airflow.providers.mongo.hooks.mongo
     import airflow.providers.mysql.hooks.mysql
     import airflow.providers.postgres.hooks.postgres
     import airflow.providers.sqlite.hooks.sqlite  # noqa: F401
 
     from airflow_provider_shardmigrate.engines import engine_class
 
-    for conn_type in ("sqlite", "postgres", "mysql", "mssql"):
+    for conn_type in ("sqlite", "postgres", "mysql", "mssql", "mongo"):
         engine_class(conn_type)
 
 
@@ -576,6 +580,179 @@ GO
         return Shard(shard_id, conn_id_for(shard_id)), [f"{self.fleet.server.host}:1", database, conn_id_for(shard_id)]
 
 
+_TXN = "another session's transaction holding the collection"
+
+
+class MongoShard(EngineShard):
+    """A MongoDB shard: a database on the session's MongoDB server (the nx-27017 emulator, or the real mongod
+    of SHARDMIGRATE_TEST_MONGO_URL; tests/mongo_fixtures.py). The suite's SQL becomes MongoDB commands
+    (tests/engines/mongo_dialect.py); :attr:`needs_real_server` names the tests whose property only a real
+    mongod can show -- they are skipped, with the reason, against the emulator."""
+
+    kind = "mongo"
+    prefix = "mg"
+    transactional_ddl = False
+    network = True
+    history_objects = frozenset({"shardmigrate_history", "shardmigrate_locks"})
+    missing_table_code = "11000"  # the suite's failing statements become a duplicate _id (mongo_dialect.py)
+    exists_code = "11000"  # CREATE TABLE inserts a marker document: a second one collides (mongo_dialect.py)
+    timeout_evidence = ("MaxTimeMSExpired",)
+    blocked_evidence = ("MaxTimeMSExpired",)
+    missing_extra_blocks = (("pymongo",), ("airflow.providers.mongo.hooks",))
+    extra = "mongo"
+    rich_up = json.dumps(
+        [
+            {
+                "create": "orders",
+                "validator": {
+                    "$jsonSchema": {
+                        "bsonType": "object",
+                        "required": ["customer_id"],
+                        "properties": {"customer_id": {"bsonType": "int"}, "note": {"bsonType": "string"}},
+                    }
+                },
+            },
+            # named as the emulator names indexes (it keeps no given name): the same on both servers
+            {"createIndexes": "orders", "indexes": [{"key": {"customer_id": 1}, "name": "idx_orders_customer_id"}]},
+            {"insert": "orders", "documents": [{"_id": 1, "customer_id": 1, "note": "a;b"}]},
+        ],
+        indent=1,
+    )
+    rich_down = json.dumps([{"drop": "orders"}])
+    rich_objects = frozenset({"orders", "idx_orders_customer_id"})
+    rich_probe = (('{"find": "orders", "projection": {"_id": 0, "note": 1}}', [("a;b",)]),)
+    rich_first_down = ("DROP INDEX idx_orders_customer_id ON orders;", "idx_orders_customer_id")
+    #: test -> (why only a real mongod can show it, whether it needs a replica set)
+    needs_real_server: ClassVar[dict[str, tuple[str, bool]]] = {
+        "test_ddl_blocked_by_another_session_stops_in_the_database": (
+            f"{_TXN} and maxTimeMS enforced on the blocked command; the emulator has neither",
+            True,
+        ),
+        "test_long_statement_is_stopped_at_the_deadline": (
+            "the emulator runs no server-side JavaScript ($where sleep) and ignores maxTimeMS",
+            False,
+        ),
+        "test_worker_killed_midway_leaves_a_truthful_shard_and_rerun_applies_once": (
+            "no command can be held mid-way on the emulator ($where sleep); the dead holder's lease being taken "
+            "over runs on the emulator in test_mongo.py",
+            False,
+        ),
+        "test_two_processes_at_once_apply_exactly_once": (
+            f"the winner is held inside its lock by {_TXN}; the emulator version is in test_mongo.py",
+            True,
+        ),
+        "test_waiting_longer_than_the_bound_is_lock_timeout": (
+            f"the holder is held inside its lock by {_TXN}; a held lease timing out runs on the emulator",
+            True,
+        ),
+    }
+
+    @classmethod
+    def create(cls, request: pytest.FixtureRequest, shard_id: str) -> EngineShard:
+        fleet: MongoFleet = request.getfixturevalue("mongo_fleet")
+        requirement = cls.needs_real_server.get(request.node.originalname)
+        if requirement is not None:
+            reason, replica_set = requirement
+            if not fleet.server.real:
+                pytest.skip(f"{NEEDS_REAL}: {reason}")
+            if replica_set and not fleet.server.replica_set:
+                pytest.skip(f"needs a mongod replica set (transactions), {fleet.server.name} is standalone: {reason}")
+        fleet.add(shard_id)
+        return cls(fleet, shard_id)
+
+    @property
+    def db(self) -> Any:
+        return self.fleet.db(self.shard_id)
+
+    sleep_needle = "sleep("
+
+    def sleep(self, seconds: object) -> str:
+        per_document = int(float(str(seconds)) * 1000) // 3  # three customers
+        where = f"sleep({per_document}) || true"
+        return json.dumps({"update": "customers", "updates": [{"q": {"$where": where}, "u": {"$set": {"slept": 1}}}]})
+
+    def controlled_sleep(self) -> str:
+        where = "sleep(this.seconds * 1000) || true"
+        return json.dumps({"update": "sleep_control", "updates": [{"q": {"$where": where}, "u": {"$set": {"s": 1}}}]})
+
+    def set_sleep(self, seconds: int) -> None:
+        self.db["sleep_control"].replace_one({"_id": 1}, {"_id": 1, "seconds": int(seconds)}, upsert=True)
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The suite's SELECTs (``SELECT n FROM t ORDER BY n``, ``SELECT count(*) FROM t``), a JSON read
+        command, or statements of the vocabulary to run."""
+        text = " ".join(sql.split())
+        ordered = re.fullmatch(r"SELECT (\w+) FROM (\w+) ORDER BY \1", text, re.I)
+        if ordered:
+            field, table = ordered.groups()
+            return [(doc[field],) for doc in self.db[table].find({field: {"$exists": True}}).sort(field, 1)]
+        counted = re.fullmatch(r"SELECT count\(\*\) FROM (\w+)", text, re.I)
+        if counted:
+            return [(self.db[counted.group(1)].count_documents({"n": {"$exists": True}}),)]
+        if text.startswith("{") and '"find"' in text:
+            reply = self.db.command(json.loads(text))
+            return [tuple(doc.values()) for doc in reply["cursor"]["firstBatch"]]
+        for command in mongo_dialect.to_commands(sql):
+            self.db.command(command)
+        return []
+
+    def columns(self, table: str) -> set[str]:
+        names: set[str] = set()
+        for doc in self.db[table].find():
+            names |= set(doc) - {"_id"}
+        for info in self.db.list_collections(filter={"name": table}):
+            schema = (info.get("options") or {}).get("validator", {}).get("$jsonSchema", {})
+            names |= set(schema.get("properties") or {})
+        return names
+
+    def running(self, needle: str) -> list[Any]:
+        if not self.fleet.server.real:
+            return []  # the emulator shows no operations (currentOp answers nothing)
+        ops = self.fleet.client.admin.command("currentOp", {"appName": {"$regex": "^shardmigrate"}})["inprog"]
+        return [op for op in ops if op.get("active") and op.get("ns", "").startswith(self.db.name)]
+
+    @contextmanager
+    def hold_table_lock(self, table: str = "customers") -> Iterator[None]:
+        """An open transaction that wrote every document of ``table`` (a replica set only): writes to those
+        documents wait for it, and so does DDL on the collection."""
+        client = self.fleet.server.client()
+        try:
+            with client.start_session() as session:
+                session.start_transaction()
+                client[self.db.name][table].update_many({}, {"$set": {"held": 1}}, session=session)
+                try:
+                    yield
+                finally:
+                    session.abort_transaction()
+        finally:
+            client.close()
+
+    def migration_lock_held(self) -> bool:
+        lease = self.fleet.lease(self.shard_id)
+        return bool(lease and lease.get("owner") and lease.get("expires_at_ms", 0) > self.fleet.server_now_ms())
+
+    def lock_label(self) -> str:
+        return f"database '{self.db.name}'"
+
+    def migration_lock_waiters(self) -> int | None:
+        return int(self.db["shardmigrate_locks"].count_documents({"waiting_for": "migration"}))
+
+    def unreachable(self, password: str) -> tuple[Shard, list[str]]:
+        shard_id = f"{self.prefix}-down"
+        database = self.fleet.add(shard_id, password=password, port=1)
+        return Shard(shard_id, conn_id_for(shard_id)), ["127.0.0.1:1", database, conn_id_for(shard_id)]
+
+    @staticmethod
+    def write_scripts(folder: Path, scripts: dict[str, str]) -> None:
+        """The MongoDB twins of a migration's SQL scripts (``up.sql`` -> ``up.mongo.json``, variants too)."""
+        for name, text in scripts.items():
+            direction, _, rest = name.partition(".")
+            if rest in ("sql", "mongo.sql"):
+                (folder / f"{direction}.mongo.json").write_text(mongo_dialect.to_script(text))
+            else:
+                (folder / name).write_text(text)
+
+
 #: Every implemented engine, with the pytest marks its server needs. One line per engine.
 ENGINE_SHARDS: list[Any] = [
     pytest.param(SqliteShard, id="sqlite"),
@@ -587,6 +764,7 @@ ENGINE_SHARDS: list[Any] = [
         id="mssql",
         marks=[pytest.mark.mssql, pytest.mark.skipif(server_url() is None, reason=NOT_RUN_REASON)],
     ),
+    pytest.param(MongoShard, id="mongo", marks=pytest.mark.mongo),
 ]
 #: The engines reached over the network (a server that never answers can hang them).
 NETWORK_SHARDS: list[Any] = [param for param in ENGINE_SHARDS if param.values[0].network]
@@ -604,6 +782,33 @@ def network_shard(request: pytest.FixtureRequest) -> EngineShard:
     """A fresh shard of each engine that is reached over the network."""
     cls: type[EngineShard] = request.param
     return cls.create(request, f"{cls.prefix}-0")
+
+
+@pytest.fixture
+def write_migration(write_migration: Callable[..., Path], request: pytest.FixtureRequest) -> Callable[..., Path]:
+    """The migration writer of tests/conftest.py; for a MongoDB contract shard it also writes the MongoDB
+    twins of the scripts (``up.mongo.json`` / ``down.mongo.json``, tests/engines/mongo_dialect.py), which
+    are what such a shard runs."""
+    callspec = getattr(request.node, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    if MongoShard not in (params.get("engine_shard"), params.get("network_shard")):
+        return write_migration
+    placeholder = "-- a MongoDB shard runs the .mongo.json twin\nSELECT 1;\n"
+
+    def write(migration_id: str, *, extra: dict[str, str] | None = None, **kwargs: Any) -> Path:
+        scripts = {"up.sql": kwargs.get("up", "CREATE INDEX idx_customers_name ON customers (name);")}
+        scripts["down.sql"] = kwargs.get("down", "DROP INDEX idx_customers_name;")
+        sql = {k: placeholder if mongo_dialect.is_json(v) else v for k, v in scripts.items()}
+        folder = write_migration(
+            migration_id,
+            up=sql["up.sql"],
+            down=sql["down.sql"],
+            **{k: v for k, v in kwargs.items() if k not in ("up", "down")},
+        )
+        MongoShard.write_scripts(folder, {**scripts, **(extra or {})})
+        return folder
+
+    return write
 
 
 # -- a server that never answers --------------------------------------------------------------------------

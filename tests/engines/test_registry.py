@@ -6,17 +6,19 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
-from airflow_provider_shardmigrate.core.scripts import SQL_VARIANTS
+from airflow_provider_shardmigrate.core.scripts import MONGO_VARIANT, SQL_VARIANTS
 from airflow_provider_shardmigrate.engines import CONNECTION_TYPES, engine_class, implemented_types
 from airflow_provider_shardmigrate.engines.mssql import MsSqlEngine
+from airflow_provider_shardmigrate.engines.mongo import MongoEngine
 from airflow_provider_shardmigrate.engines.mysql import MySqlEngine
 from airflow_provider_shardmigrate.engines.postgres import PostgresEngine
 from airflow_provider_shardmigrate.engines.sqlite import SqliteEngine
 
 
 def test_every_connection_type_has_one_engine_introspector_and_extra() -> None:
-    assert implemented_types() == ("mssql", "mysql", "postgres", "postgresql", "sqlite")
+    assert implemented_types() == ("mongo", "mssql", "mysql", "postgres", "postgresql", "sqlite")
     assert {t: engine_class(t) for t in implemented_types()} == {
+        "mongo": MongoEngine,
         "mssql": MsSqlEngine,
         "mysql": MySqlEngine,
         "postgres": PostgresEngine,
@@ -25,8 +27,8 @@ def test_every_connection_type_has_one_engine_introspector_and_extra() -> None:
     }
     for conn_type in implemented_types():
         family = CONNECTION_TYPES[conn_type]
-        assert family.introspector and family.extra in {"sqlite", "postgres", "mysql", "mssql"}
-        assert engine_class(conn_type).variant in SQL_VARIANTS
+        assert family.introspector and family.extra in {"sqlite", "postgres", "mysql", "mssql", "mongo"}
+        assert engine_class(conn_type).variant in (*SQL_VARIANTS, MONGO_VARIANT)
     assert {CONNECTION_TYPES[t].extra for t in ("mssql", "mongo")} == {"mssql", "mongo"}
 
 
@@ -39,8 +41,7 @@ def test_install_hint_names_the_extra() -> None:
 @pytest.mark.parametrize(
     ("conn_type", "expected"),
     [
-        ("http", "connection type 'http' is not supported; supported: mssql, mysql, postgres, postgresql, sqlite"),
-        ("mongo", "MongoDB shards (connection type 'mongo') are not implemented yet"),
+        ("http", "connection type 'http' is not supported; supported: mongo, mssql, mysql, postgres, postgresql, sqlite"),
     ],
 )
 def test_unsupported_types_are_refused_clearly(conn_type: str, expected: str) -> None:
