@@ -32,8 +32,8 @@ import pytest
 from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.engines.base import ShardEngine
 from tests.conftest import SqliteFleet
-from tests.engines.mssql_server import NOT_RUN_REASON, MsSqlFleet, mssql_fleet, mssql_server, server_url
 from tests.engines import mongo_dialect
+from tests.engines.mssql_server import NOT_RUN_REASON, MsSqlFleet, mssql_fleet, mssql_server, server_url
 from tests.mongo_fixtures import NEEDS_REAL, MongoFleet
 from tests.server_fixtures import REPO, MySqlFleet, PostgresFleet, conn_id_for
 

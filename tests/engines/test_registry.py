@@ -8,8 +8,8 @@ import pytest
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
 from airflow_provider_shardmigrate.core.scripts import MONGO_VARIANT, SQL_VARIANTS
 from airflow_provider_shardmigrate.engines import CONNECTION_TYPES, engine_class, implemented_types
-from airflow_provider_shardmigrate.engines.mssql import MsSqlEngine
 from airflow_provider_shardmigrate.engines.mongo import MongoEngine
+from airflow_provider_shardmigrate.engines.mssql import MsSqlEngine
 from airflow_provider_shardmigrate.engines.mysql import MySqlEngine
 from airflow_provider_shardmigrate.engines.postgres import PostgresEngine
 from airflow_provider_shardmigrate.engines.sqlite import SqliteEngine
@@ -41,7 +41,10 @@ def test_install_hint_names_the_extra() -> None:
 @pytest.mark.parametrize(
     ("conn_type", "expected"),
     [
-        ("http", "connection type 'http' is not supported; supported: mongo, mssql, mysql, postgres, postgresql, sqlite"),
+        (
+            "http",
+            "connection type 'http' is not supported; supported: mongo, mssql, mysql, postgres, postgresql, sqlite",
+        ),
     ],
 )
 def test_unsupported_types_are_refused_clearly(conn_type: str, expected: str) -> None:
