@@ -103,7 +103,7 @@ def test_every_strategy_runs_each_engines_own_script(
         assert specs[INDEX]["unique"] is True and specs[INDEX]["key"] == {"name": 1}
 
     if strategy == "canary_first":
-        undone = dag_runner(build_rollback_dag(folder, topology))
+        undone = dag_runner(build_rollback_dag(folder, topology), {"shards": ["all"]})
         assert undone.state == "success" and set(undone.outcomes().values()) == {"rolled_back"}
         for shard_id in ORDER:
             assert not fleet.has_index(shard_id), shard_id
