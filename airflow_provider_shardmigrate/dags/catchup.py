@@ -70,14 +70,15 @@ def catchup_params(migration_ids: list[str]) -> dict[str, Any]:
     }
 
 
-def catchup_plan(topology: Topology, width: int) -> RolloutPlan:
-    """One throttled wave over every shard of the topology (those not selected skip at once)."""
+def catchup_plan(topology: Topology, width: int, execution: Execution = Execution.AUTO) -> RolloutPlan:
+    """One throttled wave over every shard of the topology (those not selected skip at once): per-shard tasks,
+    or lanes beyond ``AUTO_LANES_ABOVE`` shards."""
     shards = topology.shards
     if not shards:
         raise InvalidTopologyError(f"{topology.source}: the topology has no shard: nothing to catch up")
     concurrency = max(1, min(width, len(shards)))
-    execution = resolve_execution(Execution.AUTO, len(shards))
-    return RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, concurrency),), concurrency, execution)
+    resolved = resolve_execution(execution, len(shards))
+    return RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, concurrency),), concurrency, resolved)
 
 
 def _shard_task(wave_task: WaveTask, common: dict[str, Any], dag_id: str, first: bool) -> Any:
@@ -116,6 +117,7 @@ def build_catchup_dag(
     *,
     dag_id: str = CATCHUP_DAG_ID,
     max_parallelism: int = CATCHUP_PARALLELISM,
+    execution: Execution = Execution.AUTO,
     **dag_kwargs: Any,
 ) -> DAG:
     """Build the catch-up DAG over every shard of ``topology`` for the migrations of ``migrations``.
@@ -124,6 +126,7 @@ def build_catchup_dag(
     :param topology: The loaded topology.
     :param dag_id: Override the DAG id.
     :param max_parallelism: Shards caught up at once.
+    :param execution: ``per_shard`` tasks, ``lanes``, or ``auto`` (lanes beyond 256 shards).
     :param dag_kwargs: Extra ``DAG`` arguments.
     """
     from airflow.sdk import DAG, TaskGroup, TriggerRule, chain
@@ -137,7 +140,7 @@ def build_catchup_dag(
     from airflow_provider_shardmigrate.operators.report import MigrationGateOperator
 
     specs = migration_specs(catchup_steps(migrations))
-    plan = catchup_plan(topology, max_parallelism)
+    plan = catchup_plan(topology, max_parallelism, Execution(execution))
     layout = TaskLayout.catchup(plan, map_chunk=max_map_length())
     lanes_task = layout.lanes_task
     params = catchup_params(list(migrations.ids))

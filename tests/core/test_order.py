@@ -81,7 +81,7 @@ def test_a_migration_loaded_on_its_own_takes_its_order_from_its_folder(
     second = load_migration(write_migration("002_b"))
     assert sibling_requirements(second) == ("001_a",)
     bad = load_migration(write_migration("003_c", options={"depends_on": ["nope"]}))
-    with pytest.raises(InvalidScriptError, match="depends_on.*not a migration of this folder"):
+    with pytest.raises(InvalidScriptError, match=r"depends_on.*not a migration of this folder"):
         sibling_requirements(bad)
 
 

@@ -46,6 +46,9 @@ def test_one_line_file_builds_rollout_and_rollback_dags_without_touching_connect
         "shardmigrate__001_good__rollback",
         "shardmigrate__002_other",
         "shardmigrate__002_other__rollback",
+        "shardmigrate_baseline",
+        "shardmigrate_catchup",
+        "shardmigrate_status",
     ]
     # The connections in the topology do not exist: parsing never looked them up.
     rolling = bag.dags["shardmigrate__002_other"]
@@ -139,10 +142,12 @@ def test_absolute_paths_and_base_dir(tmp_path, write_migration):
     from airflow_provider_shardmigrate import load_migration_dags
 
     folder = dags_folder(tmp_path, write_migration)
-    dags = load_migration_dags(folder / "migrations", topology=folder / "shards.yaml", include_rollback=False)
+    dags = load_migration_dags(
+        folder / "migrations", topology=folder / "shards.yaml", include_rollback=False, fleet_dags=False
+    )
     assert sorted(dags) == ["shardmigrate__001_good", "shardmigrate__002_other"]
     relative = load_migration_dags("migrations", topology="shards.yaml", base_dir=folder)
-    assert len(relative) == 4
+    assert len(relative) == 7
 
 
 # --- hostile folder names (issue 9) --------------------------------------------------------------------------
