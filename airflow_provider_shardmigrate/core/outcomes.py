@@ -124,6 +124,19 @@ def stops_followers(status: ShardStatus) -> bool:
     return status.outcome is Outcome.PENDING
 
 
+def catchup_stops(status: ShardStatus) -> bool:
+    """Whether a shard's catch-up stops at this migration: it failed, and the later ones build on it."""
+    return status.outcome is Outcome.FAILED
+
+
+def catchup_outcome(*, applied: int, would_apply: int) -> Outcome:
+    """A shard's catch-up outcome once no migration failed: this run applied some (``succeeded``), a dry run
+    would apply some (``would_apply``), or the shard held every one (``already_applied``)."""
+    if applied:
+        return Outcome.SUCCEEDED
+    return Outcome.WOULD_APPLY if would_apply else Outcome.ALREADY_APPLIED
+
+
 def canary_cleared(status: ShardStatus | None) -> bool:
     """Whether the rest of the fleet may follow the canary."""
     return status is not None and reached_migration(status.outcome)

@@ -44,6 +44,7 @@ from airflow_provider_shardmigrate.core.history import (
     decide_apply,
     missing_requirements,
 )
+from airflow_provider_shardmigrate.core.outcomes import catchup_outcome, catchup_stops
 from airflow_provider_shardmigrate.core.scripts import Migration
 from airflow_provider_shardmigrate.core.sqltext import preview
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus, redact
@@ -515,10 +516,8 @@ class _Advance:
     would_apply: list[str]
 
     def note(self, step_id: str, outcome: Outcome) -> None:
-        if outcome is Outcome.SUCCEEDED:
-            self.applied.append(step_id)
-        elif outcome is Outcome.WOULD_APPLY:
-            self.would_apply.append(step_id)
+        """Record a migration that did not fail: applied by this run, a dry run's would-apply, or already there."""
+        {Outcome.SUCCEEDED: self.applied, Outcome.WOULD_APPLY: self.would_apply}.get(outcome, []).append(step_id)
 
     def stopped(self, step_id: str, status: ShardStatus, rest: Sequence[CatchupStep]) -> CatchupStatus:
         return CatchupStatus(
@@ -534,12 +533,13 @@ class _Advance:
         )
 
     def finished(self, total: int) -> CatchupStatus:
+        outcome = catchup_outcome(applied=len(self.applied), would_apply=len(self.would_apply))
         if self.applied:
-            outcome, note = Outcome.SUCCEEDED, f"{len(self.applied)} migration(s) recorded: {', '.join(self.applied)}"
+            note = f"{len(self.applied)} migration(s) recorded: {', '.join(self.applied)}"
         elif self.would_apply:
-            outcome, note = Outcome.WOULD_APPLY, f"would apply {', '.join(self.would_apply)}"
+            note = f"would apply {', '.join(self.would_apply)}"
         else:
-            outcome, note = Outcome.ALREADY_APPLIED, f"up to date: holds all {total} migration(s)"
+            note = f"up to date: holds all {total} migration(s)"
         return CatchupStatus(
             self.shard.id,
             outcome,
@@ -585,7 +585,7 @@ def _advance(
     todo = still_to_do(steps, rows)
     for index, step in enumerate(todo):
         status = _step_status(shard, step, action, progress.would_apply if dry_run else ())
-        if status.outcome is Outcome.FAILED:
+        if catchup_stops(status):
             return progress.stopped(step.id, status, todo[index + 1 :])
         progress.note(step.id, status.outcome)
     return progress.finished(len(steps))
