@@ -82,22 +82,30 @@ def load_steps(specs: Sequence[Mapping[str, Any]], last: str | None) -> list[Cat
     return steps
 
 
+def not_selected(shard: Shard, params: Mapping[str, Any]) -> CatchupStatus | None:
+    """The ``not_selected`` status of a shard the ``shards`` Param leaves out (inactive ones unless named)."""
+    requested = _requested(params, "shards")
+    if is_selected(shard, requested):
+        return None
+    reason = "not selected in the 'shards' param" if requested else "inactive: name it in 'shards' to catch up"
+    return CatchupStatus(shard.id, Outcome.NOT_SELECTED, 0, None, reason)
+
+
 def catchup_action(context: Context, specs: Sequence[Mapping[str, Any]], dry_run: bool) -> LaneAction:
     """What a catch-up does to one shard: nothing for a shard left out of the ``shards`` selection
     (``not_selected``), else every migration it lacks up to the ``up_to`` Param. Reads the migrations once."""
     from airflow_provider_shardmigrate.engines.runner import RunInfo, catch_up_shard
 
     params = context["params"]
-    requested = _requested(params, "shards")
     steps = load_steps(specs, params.get("up_to"))
     ti = context["ti"]
     run = RunInfo(dag_id=ti.dag_id, run_id=ti.run_id)
     target = steps[-1].id if steps else CATCHUP
 
     def act(shard: Shard) -> ShardStatus:
-        if not is_selected(shard, requested):
-            reason = "not selected in the 'shards' param" if requested else "inactive: name it in 'shards' to catch up"
-            return CatchupStatus(shard.id, Outcome.NOT_SELECTED, 0, None, reason)
+        left_out = not_selected(shard, params)
+        if left_out is not None:
+            return left_out
         return observed(
             shard,
             migration_id=target,
@@ -214,10 +222,10 @@ class ShardCatchupOperator(BaseOperator):
             reason = f"not started: {', '.join(self.requires)} refused the run"
             self._skip(context, CatchupStatus(self.shard_id, Outcome.PENDING, 0, None, reason))
         shard = Shard(self.shard_id, self.conn_id, self.shard_active)
-        action = catchup_action(context, self.migrations, bool(context["params"].get("dry_run")))
-        status = action(shard)
-        if status.outcome is Outcome.NOT_SELECTED:
-            self._skip(context, status)
+        left_out = not_selected(shard, context["params"])
+        if left_out is not None:  # before reading any migration: most shards of a targeted run skip here
+            self._skip(context, left_out)
+        status = catchup_action(context, self.migrations, bool(context["params"].get("dry_run")))(shard)
         if status.outcome is Outcome.FAILED:
             context["ti"].xcom_push(key="return_value", value=status.to_xcom())
             raise AirflowFailException(f"[{status.error_code}] shard '{self.shard_id}': {status.error_message}")
@@ -319,6 +327,15 @@ class BaselineOperator(BaseOperator):
         self.migrations = [dict(spec) for spec in migrations]
         self.requires = list(requires)
 
+    def _shard_id(self, requested: str) -> str:
+        """The topology's spelling of the requested shard (the preflight refused an unknown one already)."""
+        from airflow_provider_shardmigrate.core.errors import InvalidParamsError
+
+        for shard_id in self.shard_conn_ids:
+            if shard_id.casefold() == requested.casefold():
+                return shard_id
+        raise InvalidParamsError(f"'shard' names {requested!r}, not a shard of the topology")
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -327,17 +344,16 @@ class BaselineOperator(BaseOperator):
         if gate_refused(context, self.requires):
             raise AirflowSkipException(f"not started: {', '.join(self.requires)} refused the run")
         params = context["params"]
-        wanted = str(params.get("shard") or "").casefold()
-        shard_id = next(sid for sid in self.shard_conn_ids if sid.casefold() == wanted)  # the preflight checked it
+        shard_id = self._shard_id(str(params.get("shard") or ""))
         steps = load_steps(self.migrations, params.get("up_to"))
         ti = context["ti"]
+        shard = Shard(shard_id, self.shard_conn_ids[shard_id])
+        run = RunInfo(ti.dag_id, ti.run_id)
         status = observed(
-            Shard(shard_id, self.shard_conn_ids[shard_id]),
+            shard,
             migration_id=steps[-1].id if steps else BASELINE,
             strategy=BASELINE,
-            work=lambda: baseline_up_to(
-                Shard(shard_id, self.shard_conn_ids[shard_id]), steps, run=RunInfo(ti.dag_id, ti.run_id)
-            ),
+            work=lambda: baseline_up_to(shard, steps, run=run),
         )
         result = {**status.to_xcom(), "up_to": steps[-1].id if steps else None}
         if status.outcome is Outcome.FAILED:
