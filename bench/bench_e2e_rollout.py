@@ -46,7 +46,13 @@ def migrations(repeat: int, sequential_repeat: int) -> dict[str, list[MigrationS
             name,
             up=f"{PG_SLEEP_1S}\nCREATE TABLE {name} (id int);",
             down=f"DROP TABLE {name};",
-            options={"strategy": strategy, "max_parallelism": PARALLELISM, "stop_on_first_failure": False},
+            # unrelated to each other and run in any order (the warm-up first): independent migrations
+            options={
+                "strategy": strategy,
+                "max_parallelism": PARALLELISM,
+                "stop_on_first_failure": False,
+                "depends_on": [],
+            },
         )
 
     return {

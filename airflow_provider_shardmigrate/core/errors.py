@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     INVALID_TOPOLOGY = "shardmigrate.invalid_topology"
     LOCK_TIMEOUT = "shardmigrate.lock_timeout"
     INVALID_PARAMS = "shardmigrate.invalid_params"
+    OUT_OF_ORDER = "shardmigrate.out_of_order"
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,12 @@ class InvalidParamsError(ShardMigrateError):
     """A trigger's ``conf`` the DAG does not accept (a misspelled Param must never run real DDL)."""
 
     code = ErrorCode.INVALID_PARAMS
+
+
+class OutOfOrderError(ShardMigrateError):
+    """A shard lacks a migration that must come first (an earlier id of the folder, or one in ``depends_on``)."""
+
+    code = ErrorCode.OUT_OF_ORDER
 
 
 def raise_if_problems(problems: list[Problem], error: type[ShardMigrateError], summary: str) -> None:

@@ -6,6 +6,7 @@ same history -- the engines only carry it out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -34,6 +35,25 @@ class HistoryStatus(StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     BASELINED = "baselined"
+
+
+#: Statuses of a row whose shard holds the migration (its schema has it).
+HOLDS = frozenset({HistoryStatus.APPLIED, HistoryStatus.BASELINED})
+#: What a missing row means where a status is shown (``shardmigrate status``, the order check).
+NOT_APPLIED = "not_applied"
+
+
+def holds(row: HistoryRecord | None) -> bool:
+    """Whether a shard whose history row is ``row`` holds the migration."""
+    return row is not None and row.status in HOLDS
+
+
+def missing_requirements(rows: Mapping[str, HistoryRecord], required: Sequence[str]) -> list[tuple[str, str]]:
+    """``(migration id, what its row says)`` of every required migration the shard does not hold, in order --
+    the reason a migration is refused as out of order."""
+    return [
+        (mid, rows[mid].status.value if mid in rows else NOT_APPLIED) for mid in required if not holds(rows.get(mid))
+    ]
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,7 @@ def decide_apply(row: HistoryRecord | None, checksum: str, *, statements: int | 
     """
     if row is None or row.status is HistoryStatus.ROLLED_BACK:
         return ApplyDecision(ApplyAction.APPLY)
-    if row.status in (HistoryStatus.APPLIED, HistoryStatus.BASELINED):
+    if row.status in HOLDS:
         if row.checksum == checksum:
             return ApplyDecision(ApplyAction.SKIP, reason=f"{row.status.value} with the same checksum")
         return ApplyDecision(

@@ -58,6 +58,8 @@ class MigrationOptions:
     execution: Execution = Execution.AUTO
     max_failed_shards: int | None = None  # halt once more shards than this failed (0 = stop on first failure)
     max_failure_ratio: float | None = None  # halt once failed / targeted passes this (0 < r <= 1)
+    #: Migrations that must be on a shard first; None: every earlier migration of the folder, (): none.
+    depends_on: tuple[str, ...] | None = None
 
 
 _BOOL_FIELDS = ("stop_on_first_failure", "validate_before_apply", "transactional", "auto_rollback", "canary_approval")
@@ -122,6 +124,17 @@ def _ratio(value: Any) -> float:
     return float(value)
 
 
+def _depends_on(value: Any) -> tuple[str, ...]:
+    """A list of migration ids (whether they exist and come earlier is checked with the whole folder)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise _Bad(f"must be a list of migration ids (folder names), [] for none, got {value!r}")
+    ids = [item.strip() for item in value]
+    repeated = sorted({item for item in ids if ids.count(item) > 1})
+    if repeated:
+        raise _Bad(f"lists {', '.join(repr(item) for item in repeated)} more than once")
+    return tuple(ids)
+
+
 def _timeout(seconds: float) -> float:
     if seconds > MAX_PER_SHARD_TIMEOUT:
         raise _Bad(
@@ -162,8 +175,11 @@ _CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
     ("execution", _execution),
     ("max_failed_shards", _max_failed),
     ("max_failure_ratio", _ratio),
+    ("depends_on", _depends_on),
 )
-_NULL_MEANS_DEFAULT = frozenset((*_OPTIONAL_TEXT_FIELDS, "description", "max_failed_shards", "max_failure_ratio"))
+_NULL_MEANS_DEFAULT = frozenset(
+    (*_OPTIONAL_TEXT_FIELDS, "description", "max_failed_shards", "max_failure_ratio", "depends_on")
+)
 
 
 def parse_options(raw: Mapping[str, Any] | None, source: str) -> tuple[MigrationOptions, list[Problem]]:

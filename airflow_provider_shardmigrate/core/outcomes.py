@@ -25,6 +25,9 @@ from airflow_provider_shardmigrate.core.status import MigrationProgress, Migrati
 AT_MIGRATION = frozenset({Outcome.SUCCEEDED, Outcome.ALREADY_APPLIED, Outcome.WOULD_APPLY})
 #: Outcomes of a rollback that are not a failure: undone, nothing to undo, not chosen, or a dry run's answer.
 ROLLBACK_OK = frozenset({Outcome.ROLLED_BACK, Outcome.NOT_APPLIED, Outcome.NOT_SELECTED, Outcome.WOULD_ROLL_BACK})
+#: Outcomes of a catch-up shard that are not a failure: brought up to date, already there, a dry run's answer,
+#: or left out of the ``shards`` selection.
+CATCHUP_OK = AT_MIGRATION | {Outcome.NOT_SELECTED}
 #: When one shard is reported twice (a lane's retry), the more telling report wins: what the shard is now.
 _PRECEDENCE = (
     Outcome.SUCCEEDED,
@@ -48,6 +51,7 @@ LOST_TASK_MESSAGE = (
 class RunKind(StrEnum):
     ROLLOUT = "rollout"
     ROLLBACK = "rollback"
+    CATCHUP = "catchup"  # every pending migration, in order, on each selected shard (also: baselining)
 
 
 def reached_migration(outcome: Outcome) -> bool:
@@ -60,6 +64,8 @@ def rollback_ok(outcome: Outcome) -> bool:
 
 def succeeded(kind: RunKind, outcome: Outcome) -> bool:
     """Whether ``outcome`` is a success for a run of ``kind``."""
+    if kind is RunKind.CATCHUP:
+        return outcome in CATCHUP_OK
     return reached_migration(outcome) if kind is RunKind.ROLLOUT else rollback_ok(outcome)
 
 
@@ -117,6 +123,19 @@ def stops_followers(status: ShardStatus) -> bool:
     """Whether a shard's outcome stops the shards chained after it (sequential links, rolling batches):
     it was itself stopped. (Failures count against the failure threshold instead: see :class:`HaltPolicy`.)"""
     return status.outcome is Outcome.PENDING
+
+
+def catchup_stops(status: ShardStatus) -> bool:
+    """Whether a shard's catch-up stops at this migration: it failed, and the later ones build on it."""
+    return status.outcome is Outcome.FAILED
+
+
+def catchup_outcome(*, applied: int, would_apply: int) -> Outcome:
+    """A shard's catch-up outcome once no migration failed: this run applied some (``succeeded``), a dry run
+    would apply some (``would_apply``), or the shard held every one (``already_applied``)."""
+    if applied:
+        return Outcome.SUCCEEDED
+    return Outcome.WOULD_APPLY if would_apply else Outcome.ALREADY_APPLIED
 
 
 def canary_cleared(status: ShardStatus | None) -> bool:
@@ -205,6 +224,27 @@ def refusal_code(refused: Refusal) -> str:
     return refused.code or ErrorCode.MIGRATION_FAILED.value
 
 
+def out_of_order(status: ShardStatus) -> bool:
+    """Whether the shard refused the migration because one it needs first is not on it (nothing ran)."""
+    return status.outcome is Outcome.FAILED and status.error_code == ErrorCode.OUT_OF_ORDER.value
+
+
+def order_refusal(kind: RunKind, shards: Mapping[str, ShardStatus]) -> Refusal | None:
+    """A rollout refused for its order: every shard that started refused it as out of order (the others were
+    never started), so nothing was applied anywhere -- the run was refused, not "failed on every shard"."""
+    if kind is not RunKind.ROLLOUT:
+        return None
+    refused = [status for status in shards.values() if out_of_order(status)]
+    if not refused or any(not out_of_order(s) and s.outcome is not Outcome.PENDING for s in shards.values()):
+        return None
+    reasons = sorted({first_line(status.error_message) for status in refused})
+    others = f" (and {len(reasons) - 1} other reason(s): see each shard)" if len(reasons) > 1 else ""
+    started = f"{len(refused)} shard(s) refused it" + (
+        f", {len(shards) - len(refused)} not started" if len(refused) < len(shards) else ""
+    )
+    return Refusal(ErrorCode.OUT_OF_ORDER.value, f"{started}, nothing was applied: {reasons[0]}{others}")
+
+
 def assemble_result(
     *,
     kind: RunKind,
@@ -230,6 +270,7 @@ def assemble_result(
       (its task ended without saying whether it undid anything) -- unless the run was refused, when nothing
       started and every unreported target is ``pending``;
     - auto-rollback results merge into the shards they undid (:func:`merge_rollback`);
+    - a rollout whose shards all refused the migration as out of order is refused (:func:`order_refusal`);
     - a run is a success when every target succeeded by the rules of its kind and it was not refused.
     """
     by_key: dict[str, ShardStatus] = {}
@@ -257,7 +298,7 @@ def assemble_result(
         halted_reason=halted_reason(
             shards, policy=policy, refused=refused, canary=canary, gate=gate, approval=approval
         ),
-        refused=refused,
+        refused=refused or order_refusal(kind, shards),
     )
 
 

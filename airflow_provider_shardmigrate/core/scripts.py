@@ -377,6 +377,64 @@ def load_migration(path: str | Path, *, confine_to: str | Path | None = None) ->
     )
 
 
+# -- order ------------------------------------------------------------------------------------------------
+
+
+def folder_ids(root: str | Path) -> tuple[str, ...]:
+    """The migrations of a folder in their order: every sub-folder whose name is a valid migration id, sorted
+    by name -- whether or not it loads (a broken migration still comes before the ones after it)."""
+    base = Path(root)
+    names = (p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    return tuple(sorted(name for name in names if MIGRATION_ID_PATTERN.fullmatch(name)))
+
+
+def order_problems(migration: Migration, ids: tuple[str, ...]) -> list[Problem]:
+    """What is wrong with ``depends_on`` given the folder's ids: unknown ids, and ids that do not come first."""
+    depends = migration.options.depends_on
+    if not depends:
+        return []
+    source = str(migration.path / OPTIONS_FILE)
+    known = set(ids)
+    problems = []
+    unknown = [item for item in depends if item not in known]
+    if unknown:
+        problems.append(
+            Problem(
+                f"names {', '.join(repr(item) for item in unknown)}, which is not a migration of this folder",
+                source,
+                "depends_on",
+            )
+        )
+    later = [item for item in depends if item in known and item >= migration.id]
+    if later:
+        problems.append(
+            Problem(
+                f"names {', '.join(repr(item) for item in later)}, which does not come before '{migration.id}' "
+                "(migrations run in the order of their ids; a migration can only depend on earlier ones)",
+                source,
+                "depends_on",
+            )
+        )
+    return problems
+
+
+def required_migrations(migration: Migration, ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The migrations a shard must hold (``applied`` or ``baselined``) before ``migration`` may run on it:
+    its ``depends_on`` when given, else every earlier migration of the folder."""
+    depends = migration.options.depends_on
+    if depends is not None:
+        return depends
+    return tuple(item for item in ids if item < migration.id)
+
+
+def sibling_requirements(migration: Migration) -> tuple[str, ...]:
+    """:func:`required_migrations` of a migration loaded on its own, from the folder it lives in; raises
+    :class:`InvalidScriptError` for a ``depends_on`` that folder refuses."""
+    ids = folder_ids(migration.path.parent)
+    raise_if_problems(order_problems(migration, ids), InvalidScriptError, f"migration '{migration.id}' is invalid")
+    return required_migrations(migration, ids)
+
+
 @dataclass(frozen=True)
 class MigrationSet:
     """Every migration folder under a root: the valid ones, and the broken ones with their errors."""
@@ -384,6 +442,8 @@ class MigrationSet:
     root: Path
     migrations: tuple[Migration, ...]
     broken: Mapping[str, InvalidScriptError | MigrationNotFoundError]
+    #: Every migration id of the folder, valid or broken, in order (see :func:`folder_ids`).
+    ids: tuple[str, ...] = ()
 
     def get(self, migration_id: str) -> Migration:
         for migration in self.migrations:
@@ -392,6 +452,10 @@ class MigrationSet:
         if migration_id in self.broken:
             raise self.broken[migration_id]
         raise MigrationNotFoundError(f"no migration '{migration_id}' under '{self.root}'")
+
+    def requires(self, migration: Migration) -> tuple[str, ...]:
+        """The migrations a shard must hold before ``migration`` runs (:func:`required_migrations`)."""
+        return required_migrations(migration, self.ids)
 
 
 def _case_collisions(folders: list[Path]) -> dict[str, InvalidScriptError]:
@@ -431,5 +495,22 @@ def load_migrations(root: str | Path, *, allow_symlinks: bool = False) -> Migrat
             valid.append(load_migration(folder, confine_to=None if allow_symlinks else base))
         except (InvalidScriptError, MigrationNotFoundError) as exc:
             broken[folder.name] = exc
+    ids = tuple(sorted(folder.name for folder in folders if MIGRATION_ID_PATTERN.fullmatch(folder.name)))
+    valid = _check_order(valid, ids, broken)
     ordered = {name: broken[name] for name in sorted(broken)}
-    return MigrationSet(root=base, migrations=tuple(valid), broken=MappingProxyType(ordered))
+    return MigrationSet(root=base, migrations=tuple(valid), broken=MappingProxyType(ordered), ids=ids)
+
+
+def _check_order(
+    valid: list[Migration], ids: tuple[str, ...], broken: dict[str, InvalidScriptError | MigrationNotFoundError]
+) -> list[Migration]:
+    """The migrations whose ``depends_on`` the folder accepts; the others move to ``broken``."""
+    kept = []
+    for migration in valid:
+        try:
+            problems = order_problems(migration, ids)
+            raise_if_problems(problems, InvalidScriptError, f"migration '{migration.id}' is invalid")
+            kept.append(migration)
+        except InvalidScriptError as exc:
+            broken[migration.id] = exc
+    return kept

@@ -59,6 +59,13 @@ class DriftSettings:
 
 
 @dataclass(frozen=True)
+class StatusSettings:
+    """The fleet-status DAG (``shardmigrate_status``): when it publishes the shard x migration matrix."""
+
+    schedule: str | None = "@hourly"
+
+
+@dataclass(frozen=True)
 class Topology:
     shards: tuple[Shard, ...]
     drift: DriftSettings = field(default_factory=DriftSettings)
@@ -66,6 +73,7 @@ class Topology:
     #: Follow symbolic links that lead out of the migrations folder (refused by default: a link can make
     #: a DAG run a file nobody reviewed with the migrations).
     allow_symlinks: bool = False
+    status: StatusSettings = field(default_factory=StatusSettings)
 
     @property
     def active_shards(self) -> tuple[Shard, ...]:
@@ -84,7 +92,8 @@ class Topology:
 
 _SHARD_KEYS = {"id", "conn_id", "active"}
 _DRIFT_KEYS = {"schedule", "baseline", "depth", "critical_tables", "grace_period", "fail_on"}
-_TOP_KEYS = {"shards", "drift", "allow_symlinks"}
+_STATUS_KEYS = {"schedule"}
+_TOP_KEYS = {"shards", "drift", "allow_symlinks", "status"}
 
 
 def _parse_shards(raw: Any, source: str, problems: list[Problem]) -> list[Shard]:
@@ -210,6 +219,23 @@ def _parse_drift(raw: Any, shards: list[Shard], source: str, problems: list[Prob
     return DriftSettings(**values)
 
 
+def _parse_status(raw: Any, source: str, problems: list[Problem]) -> StatusSettings:
+    if raw is None:
+        return StatusSettings()
+    if not isinstance(raw, Mapping):
+        problems.append(Problem("must be a mapping", source, "status"))
+        return StatusSettings()
+    for key in sorted(set(raw) - _STATUS_KEYS, key=str):
+        problems.append(Problem(f"unknown key; allowed: {', '.join(sorted(_STATUS_KEYS))}", source, f"status.{key}"))
+    if "schedule" not in raw:
+        return StatusSettings()
+    try:
+        return StatusSettings(schedule=_schedule(raw["schedule"]))
+    except _Bad as exc:
+        problems.append(Problem(str(exc), source, "status.schedule"))
+        return StatusSettings()
+
+
 def parse_topology(data: Any, source: str = "<topology>") -> Topology:
     """Validate a parsed topology document; raises :class:`InvalidTopologyError` listing every problem."""
     problems: list[Problem] = []
@@ -221,11 +247,14 @@ def parse_topology(data: Any, source: str = "<topology>") -> Topology:
         problems.append(Problem("missing; list every shard with its id and conn_id", source, "shards"))
     shards = _parse_shards(data.get("shards", []), source, problems) if "shards" in data else []
     drift = _parse_drift(data.get("drift"), shards, source, problems)
+    status = _parse_status(data.get("status"), source, problems)
     allow_symlinks = data.get("allow_symlinks", False)
     if not isinstance(allow_symlinks, bool):
         problems.append(Problem(f"must be true or false, got {allow_symlinks!r}", source, "allow_symlinks"))
     raise_if_problems(problems, InvalidTopologyError, f"topology '{source}' is invalid")
-    return Topology(shards=tuple(shards), drift=drift, source=source, allow_symlinks=allow_symlinks is True)
+    return Topology(
+        shards=tuple(shards), drift=drift, source=source, allow_symlinks=allow_symlinks is True, status=status
+    )
 
 
 def load_topology(path: str | Path) -> Topology:

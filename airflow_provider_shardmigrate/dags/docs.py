@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Sequence
 
 from airflow_provider_shardmigrate.core.options import Strategy
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
@@ -154,7 +155,15 @@ def _canary_lines(migration: Migration, plan: RolloutPlan) -> list[str]:
     return lines
 
 
-def migration_doc(migration: Migration, plan: RolloutPlan) -> str:
+def _needs(required: Sequence[str]) -> str:
+    """The doc line naming what a shard must hold first."""
+    if not required:
+        return "nothing (no earlier migration, or `depends_on: []`)"
+    shown = ", ".join(f"`{mid}`" for mid in required[-10:])
+    return (f"{len(required) - 10} earlier migration(s) and " if len(required) > 10 else "") + shown
+
+
+def migration_doc(migration: Migration, plan: RolloutPlan, required: Sequence[str] = ()) -> str:
     """The rollout DAG's ``doc_md``."""
     options = migration.options
     lines = [f"### Migration `{migration.id}`"]
@@ -167,6 +176,7 @@ def migration_doc(migration: Migration, plan: RolloutPlan) -> str:
         f"* defaults: stop_on_first_failure {str(options.stop_on_first_failure).lower()}, auto_rollback "
         f"{str(options.auto_rollback).lower()}, preflight drift check {str(options.validate_before_apply).lower()}",
         f"* checksum `{migration.checksum[:CHECKSUM_SHOWN]}…` (`shardmigrate validate` prints it in full)",
+        f"* needs first: {_needs(required)}",
         f"* [rollback DAG]({ui_path('dags/' + rollback_dag_id(migration.id))}) · "
         f"[fleet page]({ui_path('plugin/' + FLEET_VIEW_ROUTE)})",
     ]

@@ -55,6 +55,17 @@ GATE_TASK_ID = "gate"
 #: from every migration DAG's docs.
 FLEET_VIEW_ROUTE = "shardmigrate-fleet"
 
+#: The fleet-level DAGs ``load_migration_dags`` builds beside the per-migration ones (docs/contracts.md).
+CATCHUP_DAG_ID = "shardmigrate_catchup"
+STATUS_DAG_ID = "shardmigrate_status"
+BASELINE_DAG_ID = "shardmigrate_baseline"
+#: The catch-up DAG's per-shard task (mapped, chunked like ``shards.apply``); lanes use ``shards.lanes``.
+CATCHUP_SHARDS_TASK_ID = f"{SHARDS_GROUP}.catchup"
+#: The status DAG's one task; its ``return_value`` is the fleet matrix.
+STATUS_TASK_ID = "publish"
+#: The baseline DAG's task that records the migrations on the shard.
+BASELINE_TASK_ID = "baseline"
+
 #: XCom key under which the preflight task publishes the run's plan (``RolloutPlan.to_dict()`` + ``map_chunk``).
 PLAN_XCOM_KEY = "plan"
 #: Per-shard status XComs are the ``return_value`` of the task that ran the shard; a lane returns a list.
@@ -64,6 +75,12 @@ _APPLY = "apply"
 _ROLLBACK = "rollback"
 _CANARY = "canary"
 _LANES = "lanes"
+
+
+def fleet_dag_id(base: str, fleet: str | None = None) -> str:
+    """A fleet-level DAG id (``shardmigrate_catchup``), suffixed ``__<fleet>`` when one dags folder holds several
+    migrations folders (each ``load_migration_dags(..., fleet="eu")`` call then has DAG ids of its own)."""
+    return f"{base}__{fleet}" if fleet else base
 
 
 def migration_dag_id(migration_id: str) -> str:
@@ -146,13 +163,13 @@ def _chunks(wave: Wave, chunk: int | None) -> list[tuple[Shard, ...]]:
     return [wave.shards[i : i + chunk] for i in range(0, len(wave.shards), chunk)]
 
 
-def _per_shard_tasks(wave: Wave, *, rollback: bool, chunk: int | None) -> list[WaveTask]:
+def _per_shard_tasks(wave: Wave, *, rollback: bool, chunk: int | None, name: str | None = None) -> list[WaveTask]:
     if wave.kind is WaveKind.SHARD:
         return [WaveTask((wave,), wave.shards, None, wave.shards[0].id, mapped=False)]
     if wave.kind is WaveKind.CANARY:
         return [WaveTask((wave,), wave.shards, None, _CANARY, mapped=False)]
     group = f"batch_{wave.index + 1}" if wave.kind is WaveKind.BATCH else None
-    base = _ROLLBACK if rollback else _APPLY
+    base = name or (_ROLLBACK if rollback else _APPLY)
     return [
         WaveTask((wave,), part, group, base if i == 0 else f"{base}_{i + 1}", mapped=True)
         for i, part in enumerate(_chunks(wave, chunk))
@@ -188,6 +205,17 @@ class TaskLayout:
         if plan.execution is Execution.LANES and not rollback:
             return cls(plan, tuple(_lane_tasks(plan.waves, plan.max_parallelism)), map_chunk)
         tasks = [task for wave in plan.waves for task in _per_shard_tasks(wave, rollback=rollback, chunk=map_chunk)]
+        return cls(plan, tuple(tasks), map_chunk)
+
+    @classmethod
+    def catchup(cls, plan: RolloutPlan, *, map_chunk: int | None = None) -> TaskLayout:
+        """The catch-up DAG's layout: one mapped ``shards.catchup`` wave (chunked beyond ``map_chunk``), or lanes."""
+        if plan.execution is Execution.LANES:
+            return cls(plan, tuple(_lane_tasks(plan.waves, plan.max_parallelism)), map_chunk)
+        name = CATCHUP_SHARDS_TASK_ID.removeprefix(f"{SHARDS_GROUP}.")
+        tasks = [
+            task for wave in plan.waves for task in _per_shard_tasks(wave, rollback=False, chunk=map_chunk, name=name)
+        ]
         return cls(plan, tuple(tasks), map_chunk)
 
     @property

@@ -1,8 +1,13 @@
-"""``load_migration_dags``: every migration folder becomes a rollout DAG and a rollback DAG.
+"""``load_migration_dags``: every migration folder becomes a rollout DAG and a rollback DAG, and the folder as
+a whole gets the fleet DAGs: ``shardmigrate_catchup`` (every pending migration, in order, on each shard),
+``shardmigrate_status`` (the scheduled shard x migration matrix) and ``shardmigrate_baseline`` (onboarding).
 
 A DAG file holds one line::
 
     globals().update(load_migration_dags("migrations", topology="shards.yaml"))
+
+Migrations are ordered by id: each rollout DAG is told which migrations a shard must hold first (every
+earlier one of the folder, or its ``depends_on``), and refuses a shard lacking one (``out_of_order``).
 
 A broken migration folder does not stop the others from loading: it becomes a DAG of the same id that
 shows the error (description, docs, a failing task), so the problem is visible in the UI. A folder whose
@@ -20,14 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.core.errors import ShardMigrateError
-from airflow_provider_shardmigrate.core.scripts import MIGRATION_ID_PATTERN, load_migrations
-from airflow_provider_shardmigrate.core.topology import load_topology
+from airflow_provider_shardmigrate.core.scripts import MIGRATION_ID_PATTERN, MigrationSet, load_migrations
+from airflow_provider_shardmigrate.core.topology import Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import (
     DAG_PREFIX,
     dag_defaults,
     migration_dag_id,
     rollback_dag_id,
 )
+from airflow_provider_shardmigrate.dags.layout import BASELINE_DAG_ID, CATCHUP_DAG_ID, STATUS_DAG_ID, fleet_dag_id
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -91,18 +97,44 @@ def build_invalid_migration_dag(migration_id: str, error: Exception) -> DAG:
     return dag
 
 
+def _fleet_dags(
+    found: MigrationSet, topology: Topology, topology_path: Path, fleet: str | None, wanted: str | None
+) -> dict[str, Any]:
+    """The catch-up, status and baseline DAGs of the folder (only ``wanted`` when a worker parses for one)."""
+    from airflow_provider_shardmigrate.dags.baseline import build_baseline_dag
+    from airflow_provider_shardmigrate.dags.catchup import build_catchup_dag
+    from airflow_provider_shardmigrate.dags.fleet_status import build_status_dag
+
+    builders: dict[str, Any] = {
+        fleet_dag_id(STATUS_DAG_ID, fleet): lambda dag_id: build_status_dag(
+            found.root.resolve(), topology_path, schedule=topology.status.schedule, dag_id=dag_id
+        )
+    }
+    if found.ids and topology.shards:  # nothing to catch up or baseline otherwise
+        builders[fleet_dag_id(CATCHUP_DAG_ID, fleet)] = lambda dag_id: build_catchup_dag(found, topology, dag_id=dag_id)
+        builders[fleet_dag_id(BASELINE_DAG_ID, fleet)] = lambda dag_id: build_baseline_dag(
+            found, topology, dag_id=dag_id
+        )
+    return {dag_id: build(dag_id) for dag_id, build in builders.items() if wanted is None or wanted == dag_id}
+
+
 def load_migration_dags(
     migrations: str | Path,
     topology: str | Path,
     *,
     include_rollback: bool = True,
+    fleet_dags: bool = True,
+    fleet: str | None = None,
     base_dir: str | Path | None = None,
 ) -> dict[str, DAG]:
-    """Build ``{dag_id: DAG}`` for every migration under ``migrations``.
+    """Build ``{dag_id: DAG}`` for every migration under ``migrations``, and the folder's fleet DAGs.
 
     :param migrations: The migrations folder (relative paths resolve against the calling DAG file's folder).
     :param topology: The topology file (same resolution).
     :param include_rollback: Also build ``shardmigrate__<id>__rollback`` for each migration.
+    :param fleet_dags: Also build ``shardmigrate_catchup``, ``shardmigrate_status`` and ``shardmigrate_baseline``.
+    :param fleet: A name suffixing the fleet DAG ids (``shardmigrate_catchup__<fleet>``), for a dags folder that
+        holds several migrations folders (DAG ids are unique per deployment).
     :param base_dir: Folder for relative paths instead of the caller's.
     """
     from airflow.sdk import get_parsing_context
@@ -110,8 +142,11 @@ def load_migration_dags(
     from airflow_provider_shardmigrate.dags.migration import build_migration_dag
     from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
 
+    if fleet is not None and not MIGRATION_ID_PATTERN.fullmatch(fleet):
+        raise ValueError(f"fleet {fleet!r} must be letters, digits, '_', '.', '-' (it becomes part of DAG ids)")
     base = Path(base_dir) if base_dir is not None else _caller_dir()
-    shard_topology = load_topology(resolve(topology, base))
+    topology_path = resolve(topology, base).resolve()
+    shard_topology = load_topology(topology_path)
     found = load_migrations(resolve(migrations, base), allow_symlinks=shard_topology.allow_symlinks)
     # A worker parsing the file to run one task only needs that task's DAG.
     wanted = get_parsing_context().dag_id
@@ -121,7 +156,7 @@ def load_migration_dags(
         if wanted is not None and wanted not in ids:
             continue
         try:
-            dags[ids[0]] = build_migration_dag(migration, shard_topology)
+            dags[ids[0]] = build_migration_dag(migration, shard_topology, requires=found.requires(migration))
             if include_rollback:
                 dags[ids[1]] = build_rollback_dag(migration, shard_topology)
         except ShardMigrateError as exc:
@@ -131,4 +166,6 @@ def load_migration_dags(
     for migration_id, error in found.broken.items():
         if wanted is None or wanted == invalid_dag_id(migration_id):
             dags[invalid_dag_id(migration_id)] = build_invalid_migration_dag(migration_id, error)
+    if fleet_dags:
+        dags.update(_fleet_dags(found, shard_topology, topology_path, fleet, wanted))
     return dags

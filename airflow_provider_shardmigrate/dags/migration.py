@@ -12,11 +12,12 @@ Building reads only the migration folder and the topology: no database, no conne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, plan_rollout
-from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
+from airflow_provider_shardmigrate.core.scripts import Migration, load_migration, sibling_requirements
 from airflow_provider_shardmigrate.core.topology import Shard, Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import attach_params, dag_defaults, max_map_length, migration_dag_id
 from airflow_provider_shardmigrate.dags.docs import display_name, migration_doc
@@ -55,7 +56,7 @@ def shard_kwargs(shards: tuple[Shard, ...]) -> list[dict[str, str]]:
 class _ShardTasks:
     """Creates the shard tasks of a layout, with the arguments they all share."""
 
-    def __init__(self, dag_id: str, migration: Migration, plan: RolloutPlan) -> None:
+    def __init__(self, dag_id: str, migration: Migration, plan: RolloutPlan, required: Sequence[str]) -> None:
         self.dag_id = dag_id
         self.common: dict[str, Any] = {
             "migration_path": str(migration.path),
@@ -64,6 +65,7 @@ class _ShardTasks:
             "retries": 0,
             "requires": [PREFLIGHT_TASK_ID],
             "target_count": len(plan.targets),
+            "required_migrations": list(required),
         }
 
     def create(self, wave_task: WaveTask, **kwargs: Any) -> Any:
@@ -191,6 +193,7 @@ def build_migration_dag(
     topology: Topology | str | Path,
     *,
     dag_id: str | None = None,
+    requires: Sequence[str] | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """Build the rollout DAG ``shardmigrate__<migration_id>``.
@@ -198,6 +201,8 @@ def build_migration_dag(
     :param migration: A loaded Migration or the path of its folder.
     :param topology: A loaded Topology or the path of the topology file.
     :param dag_id: Override the DAG id.
+    :param requires: Migrations every shard must hold before this one runs (``load_migration_dags`` passes
+        them); default: from the folder the migration lives in (its earlier migrations, or ``depends_on``).
     :param dag_kwargs: Extra ``DAG`` arguments (tags, owner links, ...).
     """
     from airflow.sdk import DAG, TaskGroup, TriggerRule
@@ -212,6 +217,7 @@ def build_migration_dag(
 
     migration = _as_migration(migration)
     topology = _as_topology(topology)
+    required = sibling_requirements(migration) if requires is None else tuple(requires)
     options = migration.options
     plan = plan_rollout(topology.shards, options)
     chunk = max_map_length()
@@ -225,7 +231,7 @@ def build_migration_dag(
     kwargs = dag_defaults(
         description=(migration.description or f"Roll out {migration.id}")[:500],
         dag_display_name=display_name(migration),
-        doc_md=migration_doc(migration, plan),
+        doc_md=migration_doc(migration, plan, required),
         tags=["shardmigrate", f"strategy:{strategy}", f"execution:{plan.execution.value}"],
         max_active_tasks=max(16, plan.max_parallelism + 2),
     )
@@ -245,7 +251,7 @@ def build_migration_dag(
             max_workers=max(8, plan.max_parallelism),
         )
         with TaskGroup(SHARDS_GROUP, tooltip=f"{len(targets)} shard(s), {strategy}") as shards_group:
-            last = _wire_shards(layout, _ShardTasks(dag_id, migration, plan), migration)
+            last = _wire_shards(layout, _ShardTasks(dag_id, migration, plan, required), migration)
         decide = AutoRollbackOperator(
             task_id=AUTO_ROLLBACK_TASK_ID,
             shard_task_ids=layout.shard_task_ids,

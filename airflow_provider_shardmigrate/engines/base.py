@@ -8,7 +8,7 @@ and enforces the deadline server-side; it never decides what to do.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -77,6 +77,12 @@ class ShardEngine(ABC):
     @abstractmethod
     def read_history(self, migration_id: str) -> HistoryRecord | None:
         """The row for ``migration_id``; None when absent or when the history table does not exist yet."""
+
+    def read_history_rows(self, migration_ids: Sequence[str]) -> dict[str, HistoryRecord]:
+        """The rows of ``migration_ids`` that exist, by migration id (the order check reads a migration's row
+        and those of the migrations it needs at once). Engines override it with one query."""
+        rows = (self.read_history(migration_id) for migration_id in dict.fromkeys(migration_ids))
+        return {row.migration_id: row for row in rows if row is not None}
 
     @abstractmethod
     def list_history(self) -> list[HistoryRecord]: ...

@@ -1,7 +1,7 @@
 """What every SQL engine (SQLite, PostgreSQL, MySQL/MariaDB) shares, written once: opening the connection
 inside the shard's time budget, closing it, mapping driver errors to our codes (``_guarded``), cursors that
-always close and drain, the history table read through one SELECT, and error text scrubbed of the
-connection's password.
+always close and drain, the history table read through one SELECT (one row, several rows, or all), and
+error text scrubbed of the connection's password.
 
 Each engine keeps what differs -- how its Airflow hook hands out a connection (``_connect``), its session
 set-up, its lock, its timeouts, how it maps its driver's errors (``_raise_mapped``) and how it creates and
@@ -17,6 +17,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from airflow_provider_shardmigrate.core.deadline import Deadline
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SELECT_HISTORY = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {HISTORY_TABLE}"
+#: Ids per ``IN (...)`` list (old SQLite builds allow 999 parameters per statement).
+IN_LIST_LIMIT = 900
 
 #: Words drivers use when a connection attempt ran out of time (errno 110 is ETIMEDOUT).
 _TIMEOUT_WORDS = ("timeout", "timed out", "system error: 110", "(110)")
@@ -250,6 +253,24 @@ class DbApiEngine(ShardEngine):
             "reading the history row",
         )
         return record_from_row(row) if row else None
+
+    def read_history_rows(self, migration_ids: Sequence[str]) -> dict[str, HistoryRecord]:
+        """The existing rows of ``migration_ids`` in one query (``WHERE migration_id IN (...)``; one more per
+        :data:`IN_LIST_LIMIT` ids, within every engine's bound on parameters)."""
+        wanted = list(dict.fromkeys(migration_ids))
+        if not wanted or not self._history_exists():
+            return {}
+        records: dict[str, HistoryRecord] = {}
+        for start in range(0, len(wanted), IN_LIST_LIMIT):
+            part = wanted[start : start + IN_LIST_LIMIT]
+            marks = ", ".join(self.PLACEHOLDER for _ in part)
+            rows = self._guarded(
+                partial(self._fetchall, f"{SELECT_HISTORY} WHERE migration_id IN ({marks})", part),
+                None,
+                "reading the history rows",
+            )
+            records.update((record.migration_id, record) for record in map(record_from_row, rows))
+        return records
 
     def list_history(self) -> list[HistoryRecord]:
         if not self._history_exists():

@@ -1,11 +1,15 @@
 """The per-shard protocol, written once for every engine, strategy, the CLI and batches.
 
-lock -> history check -> apply (one transaction where the engine allows it, statement by statement with
-a ``running`` row where it does not) -> history row -> unlock. Every failure becomes a ShardStatus
-with an error code, so a caller can always report the shard truthfully -- except what is not an
-``Exception``: Airflow's ``AirflowTaskTimeout`` (``execution_timeout``), ``AirflowTaskTerminated``,
-``KeyboardInterrupt``, ``SystemExit``. Those propagate (Airflow fails, retries and logs the task as it
-should), after the lock is released and the history row says how far the shard got.
+lock -> history check (the migration's row, and those of the migrations it needs first) -> apply (one
+transaction where the engine allows it, statement by statement with a ``running`` row where it does not)
+-> history row -> unlock. Every failure becomes a ShardStatus with an error code, so a caller can always
+report the shard truthfully -- except what is not an ``Exception``: Airflow's ``AirflowTaskTimeout``
+(``execution_timeout``), ``AirflowTaskTerminated``, ``KeyboardInterrupt``, ``SystemExit``. Those propagate
+(Airflow fails, retries and logs the task as it should), after the lock is released and the history row
+says how far the shard got.
+
+Catch-up and baselining (several migrations on one shard, in order) are loops over the same per-shard
+functions: ``catch_up_shard`` and ``baseline_up_to``.
 
 Scripts are split before the lock is taken (and once per process per script, see core/sqltext.py):
 splitting a large script must not hold a shard's lock.
@@ -17,17 +21,19 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import Any
 
+from airflow_provider_shardmigrate.core.catchup import CatchupStatus, CatchupStep, still_to_do
 from airflow_provider_shardmigrate.core.deadline import Deadline
 from airflow_provider_shardmigrate.core.errors import (
     ErrorCode,
     InvalidScriptError,
     MigrationTimeoutError,
+    OutOfOrderError,
     RollbackFailedError,
     ShardMigrateError,
 )
@@ -36,7 +42,9 @@ from airflow_provider_shardmigrate.core.history import (
     HistoryRecord,
     HistoryStatus,
     decide_apply,
+    missing_requirements,
 )
+from airflow_provider_shardmigrate.core.outcomes import catchup_outcome, catchup_stops
 from airflow_provider_shardmigrate.core.scripts import Migration, script_file_name
 from airflow_provider_shardmigrate.core.sqltext import preview
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus, redact
@@ -167,19 +175,45 @@ def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
+#: The order check names at most this many missing migrations (a count says how many more).
+NAMED_MIGRATIONS = 20
+
+
+def check_order(shard: Shard, migration: Migration, rows: Mapping[str, HistoryRecord], requires: Sequence[str]) -> None:
+    """Raise :class:`OutOfOrderError` naming every required migration the shard does not hold."""
+    missing = missing_requirements(rows, requires)
+    if not missing:
+        return
+    named = ", ".join(f"{mid} ({state})" for mid, state in missing[:NAMED_MIGRATIONS])
+    more = f" and {len(missing) - NAMED_MIGRATIONS} more" if len(missing) > NAMED_MIGRATIONS else ""
+    raise OutOfOrderError(
+        f"migration '{migration.id}' is out of order on this shard: it needs {named}{more} applied (or baselined) "
+        "first; nothing was run -- apply those first (the shardmigrate_catchup DAG applies every pending migration "
+        "in order)",
+        shard_id=shard.id,
+    )
+
+
 def apply_to_shard(
     shard: Shard,
     migration: Migration,
     *,
     dry_run: bool = False,
     run: RunInfo = RunInfo(),
+    requires: Sequence[str] = (),
     engine_factory: EngineFactory = _default_factory,
 ) -> ShardStatus:
-    """Apply ``migration`` to ``shard`` and say what happened; never raises for a shard-level failure."""
+    """Apply ``migration`` to ``shard`` and say what happened; never raises for a shard-level failure.
+
+    :param requires: Migrations the shard must hold (``applied``/``baselined``) before this one runs; checked
+        under the shard's lock, in the same query as the migration's own row. A shard lacking one is ``failed``
+        with ``shardmigrate.out_of_order`` and nothing runs (a dry run reports it the same way).
+    """
     started = time.monotonic()
     try:
         with _Interrupts() as interrupts:
-            return _apply_to_shard(shard, migration, dry_run, run, engine_factory(shard), started, interrupts)
+            engine = engine_factory(shard)
+            return _apply_to_shard(shard, migration, dry_run, run, engine, started, interrupts, tuple(requires))
     except Exception as exc:
         # Not logged above debug: the caller reports the status (a task logs it once, the CLI prints it).
         log.debug("shard %s: %s", shard.id, exc, exc_info=True)
@@ -194,18 +228,20 @@ def _apply_to_shard(
     engine: ShardEngine,
     started: float,
     interrupts: _Interrupts,
+    requires: tuple[str, ...],
 ) -> ShardStatus:
     steps = _steps(migration, "up", engine)
     deadline = Deadline(migration.options.per_shard_timeout)
     with engine.connected(deadline), engine.migration_lock(deadline):
         if not dry_run:
             engine.ensure_history_table()
-        row = engine.read_history(migration.id)
-        decision = decide_apply(row, migration.checksum, statements=len(steps))
+        rows = engine.read_history_rows([migration.id, *requires])
+        decision = decide_apply(rows.get(migration.id), migration.checksum, statements=len(steps))
         if decision.action is ApplyAction.SKIP:
             return ShardStatus(shard.id, Outcome.ALREADY_APPLIED, _elapsed_ms(started), None, decision.reason)
         if decision.action is ApplyAction.REFUSE:
             raise InvalidScriptError(decision.reason, shard_id=shard.id)
+        check_order(shard, migration, rows, requires)
         if dry_run:
             todo = len(steps) - decision.start_at
             note = f"would run {todo} statement(s)" + (f"; {decision.reason}" if decision.start_at else "")
@@ -413,3 +449,145 @@ def baseline_shard(
             return ShardStatus(shard.id, Outcome.SUCCEEDED, _elapsed_ms(started), None, "baselined")
     except Exception as exc:  # what is not an Exception (a timeout, a kill) propagates
         return failure_status(shard, started, exc, ErrorCode.MIGRATION_FAILED)
+
+
+# -- several migrations on one shard: catch-up and baselining ------------------------------------------------
+
+#: Seconds the first history read of a catch-up may take (connecting included).
+READ_TIMEOUT = 60.0
+
+#: ``(migration, required ids) -> status``: one migration of a catch-up, through the per-shard protocol.
+StepAction = Callable[[Migration, tuple[str, ...]], ShardStatus]
+
+
+def catch_up_shard(
+    shard: Shard,
+    steps: Sequence[CatchupStep],
+    *,
+    dry_run: bool = False,
+    run: RunInfo = RunInfo(),
+    read_timeout: float = READ_TIMEOUT,
+    engine_factory: EngineFactory = _default_factory,
+) -> CatchupStatus:
+    """Apply every migration of ``steps`` the shard does not hold, in order, each through :func:`apply_to_shard`
+    (its lock, its order check, its history row); stop at the first failure, leaving the rest not applied.
+
+    A dry run asks each pending migration what it would do, counting the ones before it as done (they would
+    be applied first); nothing is written. Never raises for a shard-level failure.
+    """
+
+    def apply(migration: Migration, requires: tuple[str, ...]) -> ShardStatus:
+        return apply_to_shard(
+            shard, migration, dry_run=dry_run, run=run, requires=requires, engine_factory=engine_factory
+        )
+
+    return _advance(shard, steps, apply, dry_run=dry_run, read_timeout=read_timeout, engine_factory=engine_factory)
+
+
+def baseline_up_to(
+    shard: Shard,
+    steps: Sequence[CatchupStep],
+    *,
+    run: RunInfo = RunInfo(),
+    read_timeout: float = READ_TIMEOUT,
+    engine_factory: EngineFactory = _default_factory,
+) -> CatchupStatus:
+    """Record every migration of ``steps`` the shard does not hold as ``baselined`` (:func:`baseline_shard`),
+    in order, without running any; stop at the first that cannot be (a ``failed`` or ``running`` row)."""
+
+    def baseline(migration: Migration, _requires: tuple[str, ...]) -> ShardStatus:
+        return baseline_shard(shard, migration, run=run, engine_factory=engine_factory)
+
+    return _advance(shard, steps, baseline, dry_run=False, read_timeout=read_timeout, engine_factory=engine_factory)
+
+
+def _read_rows(
+    shard: Shard, ids: Sequence[str], timeout: float, engine_factory: EngineFactory
+) -> dict[str, HistoryRecord]:
+    with engine_factory(shard).connected(Deadline(timeout), read_only=True) as engine:
+        return engine.read_history_rows(ids)
+
+
+@dataclass
+class _Advance:
+    """What a catch-up did to one shard so far."""
+
+    shard: Shard
+    started: float
+    applied: list[str]
+    would_apply: list[str]
+
+    def note(self, step_id: str, outcome: Outcome) -> None:
+        """Record a migration that did not fail: applied by this run, a dry run's would-apply, or already there."""
+        {Outcome.SUCCEEDED: self.applied, Outcome.WOULD_APPLY: self.would_apply}.get(outcome, []).append(step_id)
+
+    def stopped(self, step_id: str, status: ShardStatus, rest: Sequence[CatchupStep]) -> CatchupStatus:
+        return CatchupStatus(
+            self.shard.id,
+            Outcome.FAILED,
+            _elapsed_ms(self.started),
+            status.error_code or ErrorCode.MIGRATION_FAILED.value,
+            f"{step_id}: {status.error_message or 'failed'}",
+            applied=tuple(self.applied),
+            would_apply=tuple(self.would_apply),
+            failed_migration=step_id,
+            pending=tuple(step.id for step in rest),
+        )
+
+    def finished(self, total: int) -> CatchupStatus:
+        outcome = catchup_outcome(applied=len(self.applied), would_apply=len(self.would_apply))
+        if self.applied:
+            note = f"{len(self.applied)} migration(s) recorded: {', '.join(self.applied)}"
+        elif self.would_apply:
+            note = f"would apply {', '.join(self.would_apply)}"
+        else:
+            note = f"up to date: holds all {total} migration(s)"
+        return CatchupStatus(
+            self.shard.id,
+            outcome,
+            _elapsed_ms(self.started),
+            None,
+            note,
+            applied=tuple(self.applied),
+            would_apply=tuple(self.would_apply),
+        )
+
+
+def _step_status(shard: Shard, step: CatchupStep, action: StepAction, skip: Sequence[str]) -> ShardStatus:
+    """One step through ``action``; ``skip``: required ids a dry run counts as done (it would apply them first)."""
+    if step.migration is None:
+        message = step.error or "the migration folder cannot be loaded"
+        return ShardStatus(shard.id, Outcome.FAILED, 0, ErrorCode.INVALID_SCRIPT.value, message)
+    return action(step.migration, tuple(mid for mid in step.requires if mid not in skip))
+
+
+def _advance(
+    shard: Shard,
+    steps: Sequence[CatchupStep],
+    action: StepAction,
+    *,
+    dry_run: bool,
+    read_timeout: float,
+    engine_factory: EngineFactory,
+) -> CatchupStatus:
+    """The steps the shard lacks (one history read), one after another, until the first failure."""
+    progress = _Advance(shard, time.monotonic(), [], [])
+    try:
+        rows = _read_rows(shard, [step.id for step in steps], read_timeout, engine_factory)
+    except Exception as exc:  # unreachable, no connection...: the shard fails, the others go on
+        failed = failure_status(shard, progress.started, exc, ErrorCode.MIGRATION_FAILED)
+        return CatchupStatus(
+            shard.id,
+            Outcome.FAILED,
+            failed.duration_ms,
+            failed.error_code,
+            f"reading the history: {failed.error_message}",
+            pending=tuple(step.id for step in steps),
+        )
+    todo = still_to_do(steps, rows)
+    for index, step in enumerate(todo):
+        status = _step_status(shard, step, action, progress.would_apply if dry_run else ())
+        if catchup_stops(status):
+            return progress.stopped(step.id, status, todo[index + 1 :])
+        progress.note(step.id, status.outcome)
+    return progress.finished(len(steps))

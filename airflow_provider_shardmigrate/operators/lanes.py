@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_shardmigrate.core.outcomes import HaltPolicy
-    from airflow_provider_shardmigrate.core.scripts import Migration
 
 #: How often a lane re-reads the other lanes' state (a stop is seen within about this long after a shard).
 BOARD_READ_SECONDS = 0.2
@@ -46,6 +45,9 @@ LABEL_LIMIT = 240
 
 #: ``[batch][lane] -> shards`` of every lanes task, filled by the DAG builder at parse time.
 _LANE_WORK: dict[str, list[list[tuple[Shard, ...]]]] = {}
+
+#: What a lane does to one of its shards (see :meth:`ShardLaneOperator.shard_action`).
+LaneAction = Callable[[Shard], ShardStatus]
 
 
 def work_key(dag_id: str, task_id: str) -> str:
@@ -117,13 +119,27 @@ class LaneBoard:
             self.failures += 1
 
 
+def observed(shard: Shard, *, migration_id: str, strategy: str, work: Callable[[], ShardStatus]) -> ShardStatus:
+    """``work()`` on ``shard`` inside a ``shardmigrate.shard`` span, its status counted in the metrics. No Airflow
+    call: safe in a lane's worker threads."""
+    from airflow_provider_shardmigrate.observability import record_shard, span
+
+    with span("shardmigrate.shard", **{"shard.id": shard.id, "strategy": strategy, "id": migration_id}) as current:
+        status = work()
+        current.set_attribute("migration.shard.outcome", status.outcome.value)
+        if status.error_code:
+            current.set_attribute("migration.error", status.error_code)
+    record_shard(status, migration_id=migration_id, strategy=strategy)
+    return status
+
+
 @dataclass
 class _Lane:
     """One lane's run: the shards it was dealt, what happened to each, and when to stop starting more."""
 
     operator: ShardLaneOperator
     context: Any
-    migration: Migration
+    action: LaneAction
     policy: HaltPolicy
     dry_run: bool
     board: LaneBoard
@@ -140,22 +156,10 @@ class _Lane:
             self._record(ShardStatus(shard.id, Outcome.PENDING, 0, None, reason), push=False)
 
     def apply(self, shard: Shard) -> ShardStatus:
-        """The per-shard protocol on one shard. No Airflow call here: it may run in a worker thread (only
-        the lane's own thread talks to Airflow -- ``finish`` -- because ``dag.test()``'s in-process channel
-        to Airflow is not safe to use from two threads at once)."""
-        from airflow_provider_shardmigrate.engines.runner import RunInfo, apply_to_shard
-        from airflow_provider_shardmigrate.observability import record_shard, span
-
-        ti = self.context["ti"]
-        attributes = {"shard.id": shard.id, "strategy": self.operator.strategy, "id": self.migration.id}
-        with span("shardmigrate.shard", **attributes) as current:
-            run = RunInfo(dag_id=ti.dag_id, run_id=ti.run_id)
-            status = apply_to_shard(shard, self.migration, dry_run=self.dry_run, run=run)
-            current.set_attribute("migration.shard.outcome", status.outcome.value)
-            if status.error_code:
-                current.set_attribute("migration.error", status.error_code)
-        record_shard(status, migration_id=self.migration.id, strategy=self.operator.strategy)
-        return status
+        """The lane's action on one shard. No Airflow call here: it may run in a worker thread (only the lane's
+        own thread talks to Airflow -- ``finish`` -- because ``dag.test()``'s in-process channel to Airflow is
+        not safe to use from two threads at once)."""
+        return self.action(shard)
 
     def finish(self, status: ShardStatus) -> None:
         """Publish a shard's status the moment it is known, and a failure to the other lanes."""
@@ -204,6 +208,10 @@ class ShardLaneOperator(BaseOperator):
     :param target_count: Shards the rollout targets (the base of ``max_failure_ratio``).
     :param strategy: Strategy of the rollout (metrics, spans).
     :param requires: Gate task ids (the preflight, the canary gate) that must not have failed.
+    :param required_migrations: Migrations each shard must hold before this one is applied (``out_of_order``).
+
+    Subclasses change what a lane does to each shard by overriding :meth:`shard_action` (the catch-up DAG's
+    lanes apply every pending migration instead of one); the lane loop, the stop and the reporting stay here.
     """
 
     template_fields: Sequence[str] = ()
@@ -212,8 +220,8 @@ class ShardLaneOperator(BaseOperator):
     def __init__(
         self,
         *,
-        migration_path: str,
-        migration_checksum: str,
+        migration_path: str = "",
+        migration_checksum: str = "",
         lane: int,
         lanes: int,
         plan_fingerprint: str,
@@ -221,9 +229,11 @@ class ShardLaneOperator(BaseOperator):
         target_count: int = 0,
         strategy: str = "",
         requires: Sequence[str] = (),
+        required_migrations: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.required_migrations = list(required_migrations)
         self.migration_path = migration_path
         self.migration_checksum = migration_checksum
         self.lane = int(lane)
@@ -255,10 +265,33 @@ class ShardLaneOperator(BaseOperator):
             targets=self.target_count,
         )
 
+    def shard_action(self, context: Context, dry_run: bool) -> LaneAction:
+        """What this lane does to each of its shards: the hook subclasses override.
+
+        Called once, in the lane's own thread (it may talk to Airflow and read files); the callable it returns
+        runs per shard, possibly in worker threads, and must not call Airflow. Default: apply the migration
+        (re-read and checked against the DAG's checksum) through the per-shard protocol.
+        """
+        from airflow_provider_shardmigrate.engines.runner import RunInfo, apply_to_shard
+        from airflow_provider_shardmigrate.operators.shard import load_checked_migration
+
+        migration = load_checked_migration(self.migration_path, self.migration_checksum)
+        ti = context["ti"]
+        run = RunInfo(dag_id=ti.dag_id, run_id=ti.run_id)
+        requires = tuple(self.required_migrations)
+
+        def apply(shard: Shard) -> ShardStatus:
+            return observed(
+                shard,
+                migration_id=migration.id,
+                strategy=self.strategy,
+                work=lambda: apply_to_shard(shard, migration, dry_run=dry_run, run=run, requires=requires),
+            )
+
+        return apply
+
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-        from airflow_provider_shardmigrate.operators.shard import load_checked_migration
 
         ti = context["ti"]
         batches = self._batches(ti.dag_id)
@@ -266,14 +299,14 @@ class ShardLaneOperator(BaseOperator):
         context["lane_label"] = lane_label(self.lane, self.lanes, shards)  # type: ignore[typeddict-unknown-key]
         if gate_refused(context, self.requires):
             raise AirflowSkipException(f"not started: {', '.join(self.requires)} refused the rollout")
-        migration = load_checked_migration(self.migration_path, self.migration_checksum)
         params = context["params"]
+        dry_run = bool(params.get("dry_run"))
         lane = _Lane(
             self,
             context,
-            migration,
+            self.shard_action(context, dry_run),
             self._policy(params),
-            bool(params.get("dry_run")),
+            dry_run,
             LaneBoard(ti, self.task_id, self.lane),
         )
         for batch in batches:

@@ -71,6 +71,8 @@ class ShardMigrationOperator(BaseOperator):
     :param target_count: Shards the rollout targets (the base of ``max_failure_ratio``).
     :param in_all: Rollback: whether the selection ``all`` includes this shard (active shards do; an inactive
         shard is rolled back only when the ``shards`` Param names it).
+    :param required_migrations: Migrations the shard must hold before this one is applied (the earlier ones of
+        the folder, or ``depends_on``); a shard lacking one fails with ``shardmigrate.out_of_order``, nothing run.
     """
 
     template_fields: Sequence[str] = ()
@@ -90,10 +92,12 @@ class ShardMigrationOperator(BaseOperator):
         requires: Sequence[str] = (),
         target_count: int = 0,
         in_all: bool = True,
+        required_migrations: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.target_count = int(target_count)
+        self.required_migrations = list(required_migrations)
         self.migration_path = migration_path
         self.migration_checksum = migration_checksum
         self.shard_id = shard_id
@@ -160,8 +164,11 @@ class ShardMigrationOperator(BaseOperator):
             )
         ti = context["ti"]
         run = RunInfo(dag_id=ti.dag_id, run_id=ti.run_id)
-        action = apply_to_shard if self.action is ShardAction.APPLY else rollback_shard
-        return migration.id, action(shard, migration, dry_run=dry_run, run=run)
+        if self.action is ShardAction.ROLLBACK:
+            return migration.id, rollback_shard(shard, migration, dry_run=dry_run, run=run)
+        return migration.id, apply_to_shard(
+            shard, migration, dry_run=dry_run, run=run, requires=self.required_migrations
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException

@@ -18,6 +18,7 @@ EXPECTED = {
     "shardmigrate.invalid_topology",
     "shardmigrate.lock_timeout",
     "shardmigrate.invalid_params",
+    "shardmigrate.out_of_order",
 }
 
 
@@ -38,6 +39,7 @@ def test_codes_are_exactly_the_stable_design_codes() -> None:
         (errors.MigrationNotFoundError, "shardmigrate.migration_not_found"),
         (errors.InvalidTopologyError, "shardmigrate.invalid_topology"),
         (errors.LockTimeoutError, "shardmigrate.lock_timeout"),
+        (errors.OutOfOrderError, "shardmigrate.out_of_order"),
     ],
 )
 def test_each_exception_carries_its_code(cls: type[ShardMigrateError], code: str) -> None:

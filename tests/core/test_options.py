@@ -54,6 +54,7 @@ def test_every_option_parsed() -> None:
         "execution": " lanes ",
         "max_failed_shards": 3,
         "max_failure_ratio": 0.25,
+        "depends_on": [" 001_a ", "002_b"],
     }
     assert set(raw) == KNOWN_KEYS
     options, problems = parse_options(raw, SOURCE)
@@ -76,6 +77,7 @@ def test_every_option_parsed() -> None:
         execution=Execution.LANES,
         max_failed_shards=3,
         max_failure_ratio=0.25,
+        depends_on=("001_a", "002_b"),
     )
     assert isinstance(options.per_shard_timeout, float)
 
@@ -175,3 +177,29 @@ def test_per_shard_timeout_above_what_postgresql_accepts_is_refused_naming_the_f
 def test_per_shard_timeout_at_the_bound_is_accepted() -> None:
     options, problems = parse_options({"per_shard_timeout": 2_147_483}, "m/migration.yaml")
     assert problems == [] and options.per_shard_timeout == 2_147_483.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ([], ()), (["001_a"], ("001_a",))],
+    ids=["null: every earlier migration", "empty: independent", "one"],
+)
+def test_depends_on(value: Any, expected: tuple[str, ...] | None) -> None:
+    options, problems = parse_options({"depends_on": value}, SOURCE)
+    assert problems == [] and options.depends_on == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("001_a", "must be a list of migration ids"),
+        ([1], "must be a list of migration ids"),
+        ([""], "must be a list of migration ids"),
+        (["001_a", "001_a"], "lists '001_a' more than once"),
+    ],
+)
+def test_bad_depends_on_names_the_field(value: Any, message: str) -> None:
+    options, problems = parse_options({"depends_on": value}, SOURCE)
+    assert options.depends_on is None
+    (problem,) = problems
+    assert problem.field == "depends_on" and message in problem.message and problem.source == SOURCE

@@ -380,3 +380,95 @@ def test_plan_round_trips_through_its_published_form() -> None:
     again = RolloutPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again.to_dict() == plan.to_dict()
     assert [w.concurrency for w in again.waves] == [2, 2, 1]
+
+
+# -- migration order ---------------------------------------------------------------------------------------
+
+OUT_OF_ORDER = "shardmigrate.out_of_order"
+
+
+def refused_for_order(shard_id: str, missing: str = "001_a (not_applied)") -> ShardStatus:
+    return ShardStatus(shard_id, Outcome.FAILED, 3, OUT_OF_ORDER, f"migration '002_b' is out of order: needs {missing}")
+
+
+def test_a_rollout_every_started_shard_refused_for_its_order_is_refused_with_that_code() -> None:
+    result = assemble_result(
+        kind=RunKind.ROLLOUT,
+        migration_id="002_b",
+        dag_run_id="r",
+        strategy="sequential",
+        targets=["s0", "s1", "s2"],
+        reported=[refused_for_order("s0")],  # stop_on_first_failure left s1, s2 pending
+        policy=HaltPolicy(0),
+    )
+    assert result.refused is not None and result.refused.code == OUT_OF_ORDER
+    assert "001_a" in result.refused.reason and "1 shard(s) refused it, 2 not started" in result.refused.reason
+    assert not result.all_succeeded and result.failed_count == 1 and result.pending_count == 2
+    assert result.halted_reason is not None and result.halted_reason.startswith("stop_on_first_failure")
+    failure = gate_failure(result)
+    assert failure is not None and f"refused: [{OUT_OF_ORDER}]" in failure
+    assert json.loads(json.dumps(result.to_xcom()))["refused"]["code"] == OUT_OF_ORDER
+
+
+def test_different_missing_migrations_are_still_one_refusal() -> None:
+    result = assemble_result(
+        kind=RunKind.ROLLOUT,
+        migration_id="002_b",
+        dag_run_id="r",
+        strategy="parallel",
+        targets=["s0", "s1"],
+        reported=[refused_for_order("s0"), refused_for_order("s1", "001_a (rolled_back)")],
+    )
+    assert result.refused is not None and "2 shard(s) refused it, nothing was applied" in result.refused.reason
+    assert "1 other reason(s)" in result.refused.reason
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ShardStatus("s1", Outcome.SUCCEEDED),
+        ShardStatus("s1", Outcome.ALREADY_APPLIED),
+        ShardStatus("s1", Outcome.FAILED, 1, "shardmigrate.migration_failed", "boom"),
+    ],
+    ids=["applied", "already", "failed otherwise"],
+)
+def test_no_refusal_when_any_shard_did_something_else(other: ShardStatus) -> None:
+    result = assemble_result(
+        kind=RunKind.ROLLOUT,
+        migration_id="002_b",
+        dag_run_id="r",
+        strategy="parallel",
+        targets=["s0", "s1"],
+        reported=[refused_for_order("s0"), other],
+    )
+    assert result.refused is None
+
+
+def test_catchup_runs_succeed_with_unselected_shards_and_fail_with_a_failed_one() -> None:
+    ok = assemble_result(
+        kind=RunKind.CATCHUP,
+        migration_id="004_d",
+        dag_run_id="r",
+        strategy="catchup",
+        targets=["s0", "s1", "s2", "s3"],
+        reported=[
+            ShardStatus("s0", Outcome.SUCCEEDED),
+            ShardStatus("s1", Outcome.ALREADY_APPLIED),
+            ShardStatus("s2", Outcome.NOT_SELECTED),
+            ShardStatus("s3", Outcome.WOULD_APPLY),
+        ],
+    )
+    assert ok.all_succeeded and gate_failure(ok) is None
+    failed = assemble_result(
+        kind=RunKind.CATCHUP,
+        migration_id="004_d",
+        dag_run_id="r",
+        strategy="catchup",
+        targets=["s0", "s1"],
+        reported=[ShardStatus("s0", Outcome.SUCCEEDED), refused_for_order("s1")],
+    )
+    assert not failed.all_succeeded and failed.refused is None  # only a rollout is refused for its order
+    missing = assemble_result(
+        kind=RunKind.CATCHUP, migration_id="x", dag_run_id="r", strategy="catchup", targets=["s0"], reported=[]
+    )
+    assert missing.shards["s0"].outcome is Outcome.PENDING and not missing.all_succeeded

@@ -382,3 +382,16 @@ def test_allow_symlinks_defaults_to_false_and_must_be_a_bool(tmp_path: Path) -> 
     error, _ = load_error(tmp_path, "shards: []\nallow_symlinks: 'yes'\n")
     assert fields_of(error) == ["allow_symlinks"]
     assert "true or false" in str(error)
+
+
+def test_status_section_sets_the_status_dag_schedule() -> None:
+    shards = [{"id": "a", "conn_id": "c"}]
+    assert parse_topology({"shards": shards}).status.schedule == "@hourly"
+    assert parse_topology({"shards": shards, "status": {"schedule": "*/10 * * * *"}}).status.schedule == "*/10 * * * *"
+    assert parse_topology({"shards": shards, "status": {"schedule": None}}).status.schedule is None
+    with pytest.raises(InvalidTopologyError) as info:
+        parse_topology({"shards": shards, "status": {"schedule": "", "colour": 1}}, "t.yaml")
+    fields = {problem.field for problem in info.value.problems}
+    assert fields == {"status.schedule", "status.colour"}
+    with pytest.raises(InvalidTopologyError, match="field 'status': must be a mapping"):
+        parse_topology({"shards": shards, "status": "@daily"}, "t.yaml")

@@ -46,6 +46,9 @@ def test_one_line_file_builds_rollout_and_rollback_dags_without_touching_connect
         "shardmigrate__001_good__rollback",
         "shardmigrate__002_other",
         "shardmigrate__002_other__rollback",
+        "shardmigrate_baseline",
+        "shardmigrate_catchup",
+        "shardmigrate_status",
     ]
     # The connections in the topology do not exist: parsing never looked them up.
     rolling = bag.dags["shardmigrate__002_other"]
@@ -139,10 +142,12 @@ def test_absolute_paths_and_base_dir(tmp_path, write_migration):
     from airflow_provider_shardmigrate import load_migration_dags
 
     folder = dags_folder(tmp_path, write_migration)
-    dags = load_migration_dags(folder / "migrations", topology=folder / "shards.yaml", include_rollback=False)
+    dags = load_migration_dags(
+        folder / "migrations", topology=folder / "shards.yaml", include_rollback=False, fleet_dags=False
+    )
     assert sorted(dags) == ["shardmigrate__001_good", "shardmigrate__002_other"]
     relative = load_migration_dags("migrations", topology="shards.yaml", base_dir=folder)
-    assert len(relative) == 4
+    assert len(relative) == 7
 
 
 # --- hostile folder names (issue 9) --------------------------------------------------------------------------
@@ -199,3 +204,28 @@ def test_allow_symlinks_in_the_topology_lets_the_loader_follow_links(tmp_path, w
     assert "invalid" in refused.tags and "outside the migrations folder" in refused.doc_md
     (folder / "shards.yaml").write_text(TOPOLOGY + "allow_symlinks: true\n")
     assert "invalid" not in parse(folder).dags["shardmigrate__003_linked"].tags
+
+
+def test_two_migrations_folders_in_one_dags_folder_name_their_fleet_dags(tmp_path, write_migration):
+    folder = tmp_path / "dags"
+    for fleet, migration_id in (("eu", "001_eu"), ("us", "001_us")):
+        project = folder / fleet
+        project.mkdir(parents=True)
+        (project / "shards.yaml").write_text(TOPOLOGY)
+        (project / "migration_dags.py").write_text(
+            DAG_FILE.replace('topology="shards.yaml")', f'topology="shards.yaml", fleet="{fleet}")')
+        )
+        write_migration(migration_id, root=project / "migrations")
+    bag = parse(folder)
+    assert bag.import_errors == {}
+    fleet_dags = sorted(dag_id for dag_id in bag.dags if not dag_id.startswith("shardmigrate__"))
+    assert fleet_dags == sorted(
+        f"shardmigrate_{kind}__{fleet}" for fleet in ("eu", "us") for kind in ("baseline", "catchup", "status")
+    )
+    catchup = bag.dags["shardmigrate_catchup__eu"]
+    assert sorted(catchup.task_ids) == ["gate", "preflight", "report", "shards.catchup"]
+    assert bag.dags["shardmigrate_status__us"].task_ids == ["publish"]
+    with pytest.raises(ValueError, match="fleet 'a b'"):
+        from airflow_provider_shardmigrate import load_migration_dags
+
+        load_migration_dags(folder / "eu" / "migrations", folder / "eu" / "shards.yaml", fleet="a b")

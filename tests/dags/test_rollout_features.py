@@ -43,7 +43,7 @@ def test_dry_run_reports_without_touching_any_shard(sqlite_fleet, write_migratio
         "011_dry_applied",
         up="CREATE INDEX idx_a ON customers (id);",
         down="DROP INDEX idx_a;",
-        options={"strategy": "parallel"},
+        options={"strategy": "parallel", "depends_on": []},  # unrelated to 010, which never ran
     )
     assert dag_runner(build_migration_dag(applied, topology)).state == "success"
     assert dag_runner(build_migration_dag(applied, topology), {"dry_run": True}).outcomes() == {
@@ -235,6 +235,7 @@ def test_canary_validation_query_gates_the_fleet(sqlite_fleet, write_migration, 
             "strategy": "canary_first",
             "canary_validation": "SELECT COUNT(*) FROM customers",
             "canary_bake_time": 1,
+            "depends_on": [],  # unrelated to 050, which the test rolls back
         },
     )
     # The failed canary left s0 with an index s1 and s2 lack: the preflight of the next migration that

@@ -52,14 +52,24 @@ def migration_dag_id(migration_id: str) -> str:
 
 
 def write_migrations_project(
-    folder: Path, topology_yaml: str, migrations: Sequence[MigrationSpec], *, rollback: bool = True
+    folder: Path,
+    topology_yaml: str,
+    migrations: Sequence[MigrationSpec],
+    *,
+    rollback: bool = True,
+    fleet: str | None = None,
 ) -> list[str]:
-    """A sub-folder of the dags folder with the one-line DAG file; returns the DAG ids it will produce."""
+    """A sub-folder of the dags folder with the one-line DAG file; returns the per-migration DAG ids it will
+    produce. ``fleet`` names its fleet DAGs (``shardmigrate_catchup__<fleet>``...): one dags folder holding
+    several migrations folders needs one name per folder, as a user's would."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "shards.yaml").write_text(topology_yaml)
     for spec in migrations:
         spec.write(folder / "migrations")
-    (folder / "shardmigrate_dags.py").write_text(MIGRATIONS_DAG_FILE)
+    dag_file = MIGRATIONS_DAG_FILE
+    if fleet is not None:
+        dag_file = dag_file.replace('topology="shards.yaml")', f'topology="shards.yaml", fleet="{fleet}")')
+    (folder / "shardmigrate_dags.py").write_text(dag_file)
     ids = [migration_dag_id(spec.id) for spec in migrations]
     return ids + ([f"{dag_id}__rollback" for dag_id in ids] if rollback else [])
 

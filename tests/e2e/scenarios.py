@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from tests.e2e.project import PG_SLEEP_1S, MigrationSpec
 
+#: The e2e migrations of one project are unrelated and run in any order: each says so (docs/contracts.md, order).
+INDEPENDENT: dict[str, list[str]] = {"depends_on": []}
+
 # -- the mixed fleet: REST API, retry, browser ------------------------------------------------------------
 REST_PG = [f"rpg-{i}" for i in range(4)]
 REST_MY = [f"rmy-{i}" for i in range(3)]
@@ -13,7 +16,7 @@ REST_ITEMS = MigrationSpec(
     "e2e_rest_items",
     up="CREATE TABLE e2e_items (id INT PRIMARY KEY, label VARCHAR(40) NOT NULL);",
     down="DROP TABLE e2e_items;",
-    options={"description": "REST e2e: create e2e_items", "strategy": "parallel", "max_parallelism": 4},
+    options={"description": "REST e2e: create e2e_items", "strategy": "parallel", "max_parallelism": 4, **INDEPENDENT},
 )
 #: Fails on a shard whose migration lock another session holds (lock wait bounded by per_shard_timeout).
 RETRY_INDEX = MigrationSpec(
@@ -26,6 +29,7 @@ RETRY_INDEX = MigrationSpec(
         "max_parallelism": 4,
         "stop_on_first_failure": False,
         "per_shard_timeout": 4,
+        **INDEPENDENT,
     },
 )
 BROWSER_NOTES = MigrationSpec(
@@ -33,21 +37,27 @@ BROWSER_NOTES = MigrationSpec(
     up="CREATE TABLE e2e_browser_notes (id INT PRIMARY KEY, note VARCHAR(200));",
     down="DROP TABLE e2e_browser_notes;",
     # Both off by default, so the browser test has to switch them on in the form.
-    options={"strategy": "parallel", "max_parallelism": 4, "stop_on_first_failure": False, "auto_rollback": False},
+    options={
+        "strategy": "parallel",
+        "max_parallelism": 4,
+        "stop_on_first_failure": False,
+        "auto_rollback": False,
+        **INDEPENDENT,
+    },
 )
 #: Applied once by the metrics test: every shard succeeds, so each emits shards_migrated.
 METRICS_TABLE = MigrationSpec(
     "e2e_metrics_table",
     up="CREATE TABLE e2e_metrics (id INT PRIMARY KEY);",
     down="DROP TABLE e2e_metrics;",
-    options={"strategy": "parallel", "max_parallelism": 4},
+    options={"strategy": "parallel", "max_parallelism": 4, **INDEPENDENT},
 )
 #: Spans test (tests/e2e/test_spans.py): one rollout on the mixed fleet with tracing on.
 SPANS_TABLE = MigrationSpec(
     "e2e_spans_table",
     up="CREATE TABLE e2e_spans (id INT PRIMARY KEY);",
     down="DROP TABLE e2e_spans;",
-    options={"strategy": "parallel", "max_parallelism": 4},
+    options={"strategy": "parallel", "max_parallelism": 4, **INDEPENDENT},
 )
 REST_MIGRATIONS = [REST_ITEMS, RETRY_INDEX, BROWSER_NOTES, METRICS_TABLE, SPANS_TABLE]
 
@@ -61,20 +71,20 @@ CONC_PARALLEL = MigrationSpec(
     "e2e_conc_parallel",
     up=f"{PG_SLEEP_1S}\nCREATE TABLE e2e_conc_parallel (id int);",
     down="DROP TABLE e2e_conc_parallel;",
-    options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": False},
+    options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": False, **INDEPENDENT},
 )
 CONC_ROLLING = MigrationSpec(
     "e2e_conc_rolling",
     up=f"{PG_SLEEP_1S}\nCREATE TABLE e2e_conc_rolling (id int);",
     down="DROP TABLE e2e_conc_rolling;",
-    options={"strategy": "rolling", "max_parallelism": 3, "stop_on_first_failure": False},
+    options={"strategy": "rolling", "max_parallelism": 3, "stop_on_first_failure": False, **INDEPENDENT},
 )
 CONC_STOP = MigrationSpec(
     "e2e_conc_stop",
     up="DO $$ BEGIN PERFORM pg_sleep(1); IF EXISTS (SELECT 1 FROM customers WHERE name = 'e2e-poison') THEN "
     "RAISE EXCEPTION 'e2e: poisoned shard'; END IF; END $$;\nCREATE TABLE e2e_conc_stop (id int);",
     down="DROP TABLE e2e_conc_stop;",
-    options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": True},
+    options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": True, **INDEPENDENT},
 )
 #: Progress test (tests/e2e/test_plugin.py): adding a column waits for the row lock the test holds on every
 #: shard (``SELECT ... FOR UPDATE``), so exactly max_parallelism = 2 shards are running -- blocked -- and the
@@ -83,7 +93,7 @@ PLUGIN_PROGRESS = MigrationSpec(
     "e2e_plugin_progress",
     up="ALTER TABLE customers ADD COLUMN e2e_progress_note TEXT;",
     down="ALTER TABLE customers DROP COLUMN e2e_progress_note;",
-    options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": False},
+    options={"strategy": "parallel", "max_parallelism": 2, "stop_on_first_failure": False, **INDEPENDENT},
 )
 CONC_MIGRATIONS = [CONC_PARALLEL, CONC_ROLLING, CONC_STOP, PLUGIN_PROGRESS]
 
@@ -112,6 +122,7 @@ INSERT INTO e2e_{name}_log (step) VALUES ('after');
             "max_parallelism": 2,
             "stop_on_first_failure": False,
             "auto_rollback": False,
+            **INDEPENDENT,
             **options,
         },
     )
