@@ -17,7 +17,7 @@ Everything is read from Airflow's metadata database; no route opens a shard conn
 # route functions, which are imported inside create_app.
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shardmigrate.plugins.fleet import DRIFT_DAG_ID, DRIFT_TASK_ID, STATUS_DAG_ID, STATUS_TASK_ID
+from airflow_provider_shardmigrate.plugins.fleet import DRIFT_DAG_ID, DRIFT_TASK_ID, STATUS_TASK_ID
 
 #: The task type of the first task of every shardmigrate rollout / rollback DAG.
 PREFLIGHT_TASK_TYPE = "MigrationPreflightOperator"
@@ -191,15 +191,21 @@ def _add_fleet_routes(app: "FastAPI") -> None:
     def fleet_summary(
         user: GetUserDep,
         session: SessionDep,
-        status_dag_id: str = STATUS_DAG_ID,
+        fleet: str = "",
         drift_dag_id: str = DRIFT_DAG_ID,
     ) -> dict[str, Any]:
-        """The fleet page's summary: the fleet status (counts per migration, no rows), drift health with the
-        drifted tables, and every migration DAG's latest run with live progress while it runs."""
+        """The fleet page's summary: the fleet status (counts per migration, no rows) of ``fleet`` (a named
+        fleet's ``shardmigrate_status__<fleet>``), the fleets there are, drift health with the drifted tables,
+        and every migration DAG's latest run with live progress while it runs."""
+        from airflow_provider_shardmigrate.plugins.fleet import fleet_names, status_dag_id
+
         manager = get_auth_manager()
         readable = manager.get_authorized_dag_ids(user=user, method="GET", session=session)
+        status_dag = status_dag_id(fleet)
         return {
-            "status": _status_part(session, status_dag_id, can_read(user, status_dag_id)),
+            "fleet": fleet,
+            "fleets": fleet_names(sorted(readable)),
+            "status": _status_part(session, status_dag, can_read(user, status_dag)),
             "drift": _drift_part(session, drift_dag_id, can_read(user, drift_dag_id)),
             "migrations": migration_runs(session, ui_base(), readable),
         }
@@ -214,10 +220,13 @@ def _add_fleet_routes(app: "FastAPI") -> None:
         migration: str | None = None,
         status: str | None = Query(None, description="legend letter(s): a shard matches if a cell holds one"),
         active: bool | None = None,
-        dag_id: str = STATUS_DAG_ID,
+        fleet: str = "",
     ) -> dict[str, Any]:
-        """One page of the shards x migrations matrix of the newest fleet status, filtered by shard id
+        """One page of the shards x migrations matrix of ``fleet``'s newest fleet status, filtered by shard id
         (substring, any case), by a migration's status, and by active/inactive."""
+        from airflow_provider_shardmigrate.plugins.fleet import status_dag_id
+
+        dag_id = status_dag_id(fleet)
         if not can_read(user, dag_id):
             raise HTTPException(403, f"you may not read the DAG '{dag_id}'")
         filters = {"query": q, "migration": migration, "status": status, "active": active}

@@ -16,6 +16,8 @@ from typing import Any
 
 STATUS_DAG_ID = "shardmigrate_status"
 STATUS_TASK_ID = "publish"
+#: A named fleet's DAGs carry ``__<fleet>`` (``load_migration_dags(..., fleet="eu")``).
+FLEET_SEPARATOR = "__"
 DRIFT_DAG_ID = "shardmigrate_drift"
 DRIFT_TASK_ID = "publish"
 #: The statuses a matrix cell can hold (the producer's ``legend``; this is the contract's default).
@@ -34,6 +36,21 @@ DEFAULT_PAGE = 50
 #: Drifted tables listed on the page, and shards named per table.
 MAX_TABLES = 50
 MAX_SHARDS_PER_TABLE = 20
+
+
+def status_dag_id(fleet: str = "") -> str:
+    """The status DAG of a fleet: ``shardmigrate_status``, or ``shardmigrate_status__<fleet>``."""
+    return f"{STATUS_DAG_ID}{FLEET_SEPARATOR}{fleet}" if fleet else STATUS_DAG_ID
+
+
+def fleet_names(dag_ids: Sequence[str]) -> list[str]:
+    """The fleets that have a status DAG among ``dag_ids`` ("" is the unnamed one), unnamed first."""
+    names = {
+        dag_id.removeprefix(STATUS_DAG_ID).removeprefix(FLEET_SEPARATOR)
+        for dag_id in dag_ids
+        if dag_id == STATUS_DAG_ID or dag_id.startswith(STATUS_DAG_ID + FLEET_SEPARATOR)
+    }
+    return sorted(names, key=lambda name: (name != "", name))
 
 
 class FleetStatusError(ValueError):

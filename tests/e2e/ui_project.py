@@ -3,9 +3,9 @@
 REST API (the workers read them from the metadata DB), and a sub-folder of the dags folder the dag-processor
 picks up on its next scan.
 
-The fleet status the page shows is published by a stand-in ``shardmigrate_status`` DAG until the real producer
-lands (another change builds it): its ``publish`` task returns the JSON the test wrote next to it, computed
-from every shard's history table -- the documented shape (docs/contracts.md, "Fleet status").
+The project is its own fleet (``load_migration_dags(..., fleet="ui")``): the fleet status the page shows is
+published by the real ``shardmigrate_status__ui`` DAG, read from every shard's history table; the test
+computes what it must say from the same tables.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ FAILING = "ui-2"  # MariaDB with duplicate names: the unique index fails there, 
 INACTIVE = "ui-5"
 SHARDS = ["ui-0", "ui-1", FAILING, "ui-3", "ui-4", INACTIVE]  # topology order
 ACTIVE = [s for s in SHARDS if s != INACTIVE]
-STATUS_DAG_ID = "shardmigrate_status"
+FLEET = "ui"
+STATUS_DAG_ID = f"shardmigrate_status__{FLEET}"
 FLEET_ROUTE = FLEET_VIEW_ROUTE
 
 UNIQUE = MigrationSpec(
@@ -41,6 +42,7 @@ UNIQUE = MigrationSpec(
         "max_parallelism": 4,
         "stop_on_first_failure": False,
         "auto_rollback": True,
+        "depends_on": [],
     },
 )
 CANARY = MigrationSpec(
@@ -56,9 +58,10 @@ CANARY = MigrationSpec(
         "canary_approval": True,
         "canary_approval_timeout": 900,
         "max_parallelism": 2,
+        "depends_on": [],
     },
 )
-MIGRATIONS = [UNIQUE, CANARY]
+MIGRATIONS = sorted([UNIQUE, CANARY], key=lambda spec: spec.id)  # the order of the fleet status
 LETTERS = {"applied": "A", "baselined": "B", "failed": "F", "running": "R", "rolled_back": "X"}
 LEGEND = {
     "A": "applied",
@@ -70,34 +73,14 @@ LEGEND = {
     "?": "unreadable",
 }
 
-STATUS_DAG_FILE = '''\
-"""Stand-in for the fleet status producer (tests/e2e/ui_project.py): publishes the JSON next to this file."""
-import json
-from datetime import datetime, timezone
-from pathlib import Path
-
-from airflow.sdk import DAG, task
-
-HERE = Path(__file__).parent
-
-with DAG("shardmigrate_status", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=timezone.utc), catchup=False,
-         tags=["e2e"]):
-
-    @task(task_id="publish")
-    def publish():
-        return json.loads((HERE / "fleet_status.json").read_text())
-
-    publish()
-'''
-
 
 @dataclass
 class UiProject:
     folder: Path
     dag_ids: list[str] = field(default_factory=list)
 
-    def write_fleet_status(self, e2e: Any) -> dict[str, Any]:
-        """The fleet status from every shard's history table, for the stand-in DAG to publish."""
+    def expected_fleet_status(self, e2e: Any) -> dict[str, Any]:
+        """What the fleet status must say, computed from every shard's history table."""
         migrations = [spec.id for spec in MIGRATIONS]
         shards = []
         for shard_id in SHARDS:
@@ -109,7 +92,7 @@ class UiProject:
                     "active": shard_id != INACTIVE,
                     "engine": "mysql" if shard_id == FAILING else "postgres",
                     "row": row,
-                    "error": (history.get(UNIQUE.id) or {}).get("error"),
+                    "error": None,  # every shard is readable
                 }
             )
         counts = {
@@ -128,7 +111,6 @@ class UiProject:
             "counts": counts,
             "complete": True,
         }
-        (self.folder / "fleet_status.json").write_text(json.dumps(status, default=str))
         return status
 
 
@@ -145,8 +127,7 @@ def set_up(e2e: Any) -> UiProject:
         body = {"connection_id": conn_id_for(shard_id), **spec}
         api.request("POST", "/api/v2/connections", json=body, expect=(201, 200))
     folder = e2e.deployment.dags_folder / "ui"
-    expected = write_migrations_project(folder, topology_yaml(SHARDS, inactive=[INACTIVE]), MIGRATIONS)
-    (folder / "fleet_status_dag.py").write_text(STATUS_DAG_FILE)
+    expected = write_migrations_project(folder, topology_yaml(SHARDS, inactive=[INACTIVE]), MIGRATIONS, fleet=FLEET)
     project = UiProject(folder, [*expected, STATUS_DAG_ID])
     e2e.deployment.wait_for_dags(project.dag_ids, timeout=180, unpause=False)
     for dag_id in project.dag_ids:

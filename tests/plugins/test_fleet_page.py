@@ -93,10 +93,10 @@ def _partial_failure(sqlite_fleet: Any, write_migration: Any) -> tuple[str, Any]
 
 def test_the_page_before_anything_is_published(airflow_db):
     with airflow_api() as client:
-        summary = client.get("/shardmigrate/fleet/summary", params={"status_dag_id": "no_status_yet"}).json()
+        summary = client.get("/shardmigrate/fleet/summary", params={"fleet": "no_status_yet"}).json()
         assert summary["status"]["published"] is False
         assert summary["status"]["message"].startswith("No fleet status has been published yet")
-        missing = client.get("/shardmigrate/fleet/matrix", params={"dag_id": "no_status_yet"})
+        missing = client.get("/shardmigrate/fleet/matrix", params={"fleet": "no_status_yet"})
         assert missing.status_code == 404
 
 
@@ -139,11 +139,13 @@ def test_matrix_pages_and_filters_at_ten_thousand_shards(airflow_db):
     migrations = ["m1", "m2", "m3"]
     rows = {f"shard-{i:05d}": ("AAF" if i % 1000 == 7 else "AA-") for i in range(10_000)}
     rows["shard-09999"] = "A??"
-    publish(fleet_status(migrations, rows, errors={"shard-09999": "connection refused"}), dag_id="big_status")
+    publish(
+        fleet_status(migrations, rows, errors={"shard-09999": "connection refused"}), dag_id="shardmigrate_status__big"
+    )
     with airflow_api() as client:
 
         def page(**params: Any) -> dict[str, Any]:
-            response = client.get("/shardmigrate/fleet/matrix", params={"dag_id": "big_status", **params})
+            response = client.get("/shardmigrate/fleet/matrix", params={"fleet": "big", **params})
             assert response.status_code == 200, response.text
             return dict(response.json())
 
@@ -157,15 +159,14 @@ def test_matrix_pages_and_filters_at_ten_thousand_shards(airflow_db):
         assert page(q="SHARD-0999")["matching"] == 10  # case-insensitive substring
         unreadable = page(status="?")
         assert [(r["id"], r["error"]) for r in unreadable["rows"]] == [("shard-09999", "connection refused")]
-        assert (
-            client.get("/shardmigrate/fleet/matrix", params={"dag_id": "big_status", "limit": 5000}).status_code == 422
-        )
-        bad = client.get("/shardmigrate/fleet/matrix", params={"dag_id": "big_status", "migration": "m9"})
+        assert client.get("/shardmigrate/fleet/matrix", params={"fleet": "big", "limit": 5000}).status_code == 422
+        bad = client.get("/shardmigrate/fleet/matrix", params={"fleet": "big", "migration": "m9"})
         assert bad.status_code == 400 and "no migration 'm9'" in bad.json()["detail"]
-        summary = client.get("/shardmigrate/fleet/summary", params={"status_dag_id": "big_status"}).json()
+        summary = client.get("/shardmigrate/fleet/summary", params={"fleet": "big"}).json()
     assert summary["status"]["counts"]["m3"] == {"not_applied": 9989, "failed": 10, "unreadable": 1}
     assert "shards" not in summary["status"] or isinstance(summary["status"]["shards"], dict)  # no rows in it
     assert summary["status"]["complete"] is False
+    assert summary["fleet"] == "big" and "big" in summary["fleets"]
 
 
 def test_live_progress_and_the_approval_link_of_a_running_rollout(sqlite_fleet, write_migration, airflow_db):

@@ -8,7 +8,10 @@
   var STATUS_ORDER = ["applied", "baselined", "running", "rolled_back", "failed", "unreadable", "not_applied"];
   var LETTER_ORDER = ["A", "B", "R", "X", "F", "?", "-"];
   var IDLE_REFRESH_MS = 30000;
-  var state = { offset: 0, limit: 50, query: "", migration: "", status: "", active: "", generatedAt: null };
+  var state = {
+    fleet: new URLSearchParams(window.location.search).get("fleet") || "",
+    offset: 0, limit: 50, query: "", migration: "", status: "", active: "", generatedAt: null
+  };
   var timer = null;
   var lastSummary = null;
 
@@ -199,10 +202,22 @@
     }
   }
 
+  function renderFleets(fleets) {
+    // One migrations folder is one fleet; a dags folder with several names each (load_migration_dags(fleet=...)).
+    var picker = $("fleet-picker");
+    var select = $("f-fleet");
+    picker.hidden = fleets.length < 2;
+    if (select.options.length === fleets.length) return;
+    clear(select);
+    fleets.forEach(function (name) { select.appendChild(el("option", { value: name, text: name || "(unnamed)" })); });
+    select.value = state.fleet;
+  }
+
   function refreshSummary() {
-    return getJSON("fleet/summary").then(function (summary) {
+    return getJSON("fleet/summary?" + new URLSearchParams({ fleet: state.fleet }).toString()).then(function (summary) {
       showError("");
       lastSummary = summary;
+      renderFleets(summary.fleets || []);
       renderStatusLine(summary.status);
       renderRuns(summary);
       renderDrift(summary.drift);
@@ -266,7 +281,7 @@
   }
 
   function matrixUrl() {
-    var params = new URLSearchParams({ offset: String(state.offset), limit: String(state.limit) });
+    var params = new URLSearchParams({ offset: String(state.offset), limit: String(state.limit), fleet: state.fleet });
     if (state.query) params.set("q", state.query);
     if (state.migration) params.set("migration", state.migration);
     if (state.status) params.set("status", state.status);
@@ -332,6 +347,12 @@
   });
   ["f-migration", "f-status", "f-active", "f-limit"].forEach(function (id) { $(id).addEventListener("change", onFilter); });
   $("filters").addEventListener("submit", function (event) { event.preventDefault(); onFilter(); });
+  $("f-fleet").addEventListener("change", function () {
+    state.fleet = $("f-fleet").value;
+    state.offset = 0;
+    state.generatedAt = null;  // another fleet's status: set the filters up again
+    refreshSummary();
+  });
   $("prev").addEventListener("click", function () { state.offset = Math.max(0, state.offset - state.limit); refreshMatrix(); });
   $("next").addEventListener("click", function () { state.offset += state.limit; refreshMatrix(); });
 
