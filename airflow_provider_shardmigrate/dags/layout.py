@@ -21,7 +21,8 @@ Lanes execution (a few task instances, each working through many shards)::
     preflight -> shards.canary -> shards.canary_gate -> shards.lanes[lane...]   canary_first
 
 then ``auto_rollback`` (decides) -> ``rollbacks.rollback[...]`` (one instance per shard, or per lane of
-shards) -> ``report`` -> ``gate``. The rollback DAG: ``preflight -> shards.rollback[<id>...] -> report -> gate``.
+shards) -> ``report`` -> ``gate``. The rollback DAG: ``preflight -> shards.rollback[<id>...] -> report -> gate``
+(``shards.lanes[lane...]`` beyond 256 shards, like a rollout).
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class TaskLayout:
     @classmethod
     def of(cls, plan: RolloutPlan, *, rollback: bool = False, map_chunk: int | None = None) -> TaskLayout:
         """The layout of a rollout DAG built from ``plan`` (or of the rollback DAG, whose one wave is mapped)."""
-        if plan.execution is Execution.LANES and not rollback:
+        if plan.execution is Execution.LANES:
             return cls(plan, tuple(_lane_tasks(plan.waves, plan.max_parallelism)), map_chunk)
         tasks = [task for wave in plan.waves for task in _per_shard_tasks(wave, rollback=rollback, chunk=map_chunk)]
         return cls(plan, tuple(tasks), map_chunk)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
 from airflow_provider_shardmigrate.core.options import Strategy
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, resolve_execution
 from airflow_provider_shardmigrate.core.scripts import Migration
 from airflow_provider_shardmigrate.core.selection import ALL
 from airflow_provider_shardmigrate.core.topology import Shard, Topology
@@ -52,12 +52,57 @@ def rollback_plan(migration: Migration, topology: Topology) -> RolloutPlan:
             f"{topology.source}: shard '{clash}' is named like the rollback selection keyword '{ALL}'; rename it"
         )
     width = min(migration.options.max_parallelism, len(shards))
-    return RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, width),), width)
+    execution = resolve_execution(migration.options.execution, len(shards))
+    return RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, width),), width, execution)
 
 
 def _rollback_kwargs(shards: tuple[Shard, ...]) -> list[dict[str, Any]]:
     """Per-instance arguments: the shard, its connection, and whether ``all`` selects it (active shards)."""
     return [{**kwargs, "in_all": shard.active} for kwargs, shard in zip(shard_kwargs(shards), shards, strict=True)]
+
+
+def _shard_tasks(dag_id: str, migration: Migration, layout: TaskLayout) -> list[Any]:
+    """One mapped task per shard (chunks beyond ``max_map_length``, one after another), or lanes."""
+    from airflow.sdk import TriggerRule
+
+    from airflow_provider_shardmigrate.operators.lanes import register_lane_work
+    from airflow_provider_shardmigrate.operators.rollback import RollbackLaneOperator
+    from airflow_provider_shardmigrate.operators.shard import ShardAction, ShardMigrationOperator
+
+    common: dict[str, Any] = {
+        "migration_path": str(migration.path),
+        "migration_checksum": migration.checksum,
+        "strategy": "rollback",
+        "requires": [PREFLIGHT_TASK_ID],
+        "retries": 0,
+    }
+    tasks = []
+    for index, wave_task in enumerate(layout):
+        if wave_task.is_lanes:
+            work = register_lane_work(dag_id, wave_task.task_id, wave_task.lane_batches)
+            tasks.append(
+                RollbackLaneOperator.partial(
+                    task_id=wave_task.name,
+                    lanes=wave_task.lanes,
+                    plan_fingerprint=work,
+                    inactive=[shard.id for shard in wave_task.shards if not shard.active],
+                    max_active_tis_per_dagrun=wave_task.lanes,
+                    map_index_template="{{ lane_label if lane_label is defined else 'lane ' ~ (ti.map_index + 1) }}",
+                    **common,
+                ).expand(lane=list(range(wave_task.lanes)))
+            )
+            continue
+        tasks.append(
+            ShardMigrationOperator.partial(
+                task_id=wave_task.name,
+                action=ShardAction.ROLLBACK,
+                max_active_tis_per_dagrun=layout.plan.max_parallelism,
+                map_index_template="{{ task.shard_id }}",
+                trigger_rule=TriggerRule.ALL_SUCCESS if index == 0 else TriggerRule.ALL_DONE,
+                **common,
+            ).expand_kwargs(_rollback_kwargs(wave_task.shards))
+        )
+    return tasks
 
 
 def build_rollback_dag(
@@ -78,7 +123,6 @@ def build_rollback_dag(
 
     from airflow_provider_shardmigrate.operators.preflight import MigrationPreflightOperator
     from airflow_provider_shardmigrate.operators.report import MigrationGateOperator, MigrationReportOperator
-    from airflow_provider_shardmigrate.operators.shard import ShardAction, ShardMigrationOperator
 
     migration = _as_migration(migration)
     topology = _as_topology(topology)
@@ -108,21 +152,7 @@ def build_rollback_dag(
             selectable_shards=[shard.id for shard in shards],
         )
         with TaskGroup(SHARDS_GROUP):
-            chunks = [
-                ShardMigrationOperator.partial(
-                    task_id=wave_task.name,
-                    migration_path=str(migration.path),
-                    migration_checksum=migration.checksum,
-                    action=ShardAction.ROLLBACK,
-                    strategy="rollback",
-                    requires=[PREFLIGHT_TASK_ID],
-                    retries=0,
-                    max_active_tis_per_dagrun=plan.max_parallelism,
-                    map_index_template="{{ task.shard_id }}",
-                    trigger_rule=TriggerRule.ALL_SUCCESS if index == 0 else TriggerRule.ALL_DONE,
-                ).expand_kwargs(_rollback_kwargs(wave_task.shards))
-                for index, wave_task in enumerate(layout)
-            ]
+            chunks = _shard_tasks(dag.dag_id, migration, layout)
         report = MigrationReportOperator(
             task_id=REPORT_TASK_ID,
             migration_id=migration.id,
@@ -130,7 +160,8 @@ def build_rollback_dag(
             kind="rollback",
             target_shard_ids=[shard.id for shard in shards],
             shards_of_task=layout.shards_of(),
-            mapped_task_ids=layout.shard_task_ids,
+            mapped_task_ids=[wave.task_id for wave in layout if not wave.is_lanes],
+            lanes_task_id=layout.lanes_task.task_id if layout.lanes_task else None,
             preflight_task_id=PREFLIGHT_TASK_ID,
             trigger_rule=TriggerRule.ALL_DONE,
         )

@@ -169,3 +169,25 @@ def test_bad_lanes_options_in_migration_yaml_are_refused_naming_the_field(option
         load_migration(write_migration("007_bad", options=options))
     assert raised.value.code == "shardmigrate.invalid_script"
     assert f"field '{field}'" in str(raised.value)
+
+
+def test_the_rollback_dag_of_a_large_fleet_runs_in_lanes(sqlite_fleet, write_migration, dag_runner):
+    from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
+
+    count = 300  # above the 256 of execution: auto
+    topology = fleet(sqlite_fleet, count)
+    migration = write_migration("008_undo", **unique_index("idx_undo"), options={"strategy": "parallel"})
+    assert dag_runner(build_migration_dag(migration, topology)).state == "success"
+    rollback = build_rollback_dag(migration, topology)
+    assert [t for t in rollback.task_ids if t.startswith("shards.")] == ["shards.lanes"]
+    one = dag_runner(build_rollback_dag(migration, topology), {"shards": ["S7"]})  # any case
+    assert one.state == "success" and len(lane_tasks(one)) == 4
+    outcomes = one.outcomes()
+    assert outcomes["s7"] == "rolled_back" and "idx_undo" not in sqlite_fleet.objects("s7")
+    assert {o for s, o in outcomes.items() if s != "s7"} == {"not_selected"}
+    assert "idx_undo" in sqlite_fleet.objects("s8")
+    everything = dag_runner(build_rollback_dag(migration, topology), {"shards": ["all"]})
+    assert everything.state == "success"
+    assert everything.report["rolled_back_count"] == count - 1
+    assert everything.outcomes()["s7"] == "not_applied"  # rolled back by the first run already
+    assert all("idx_undo" not in sqlite_fleet.objects(f"s{i}") for i in (0, 150, 299))
