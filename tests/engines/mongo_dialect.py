@@ -9,6 +9,7 @@ rows and ``currentOp`` exactly where the suite looks for it):
 ``CREATE TABLE t (...)``                      ``{"insert": "t", "documents": [{"_id": "table"}]}`` (see below)
 ``DROP TABLE t``                              ``{"drop": "t"}``
 ``INSERT INTO t VALUES (n)``                  ``{"insert": "t", "documents": [{"n": n}]}``
+``INSERT INTO t (c) VALUES ('text')``         ``{"insert": "t", "documents": [{"c": "text"}]}``
 ``ALTER TABLE t ADD COLUMN c ...``            ``{"update": "t", ... {"$set": {"c": null}}, "multi": true}`` (a field)
 ``ALTER TABLE t DROP COLUMN c``               the same with ``$unset``
 ``CREATE INDEX i ON t (c)``                   ``{"createIndexes": "t", "indexes": [{"key": {"c": 1}, "name": "i"}]}``
@@ -43,6 +44,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"CREATE TABLE (\w+)\s*\(.*\)", re.I | re.S), "create"),
     (re.compile(r"DROP TABLE (\w+)", re.I), "drop"),
     (re.compile(r"INSERT INTO (\w+)(?:\s*\([^)]*\))? VALUES \((\d+)\)", re.I), "insert"),
+    (re.compile(r"INSERT INTO (\w+)\s*\((\w+)\) VALUES \('([^']*)'\)", re.I), "insert_text"),
     (re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)\b.*", re.I | re.S), "add_column"),
     (re.compile(r"ALTER TABLE (\w+) DROP COLUMN (\w+)", re.I), "drop_column"),
     (re.compile(r"CREATE (UNIQUE )?INDEX (\w+) ON (\w+)\s*\((\w+)\)", re.I), "create_index"),
@@ -63,6 +65,8 @@ def _command(kind: str, groups: tuple[str, ...], sql: str) -> dict[str, Any]:
         return {"drop": groups[0], "comment": sql}
     if kind == "insert":
         return {"insert": groups[0], "comment": sql, "documents": [{"n": int(groups[1])}]}
+    if kind == "insert_text":
+        return {"insert": groups[0], "comment": sql, "documents": [{groups[1]: groups[2]}]}
     if kind in ("add_column", "drop_column"):
         change = {"$set": {groups[1]: None}} if kind == "add_column" else {"$unset": {groups[1]: ""}}
         return {"update": groups[0], "comment": sql, "updates": [{"q": {}, "u": change, "multi": True}]}

@@ -79,8 +79,13 @@ def test_out_of_order_is_refused_under_the_lock_with_nothing_run(
     refused = apply_to_shard(engine_shard.shard, index, requires=found.requires(index))
     assert refused.error_code == OUT_OF_ORDER and "001_table (rolled_back)" in str(refused.error_message)
     # independent of its predecessors when it says so (``depends_on: []``): it runs -- and fails on its own
+    # where the table is missing (MongoDB's createIndexes creates the missing collection, so it succeeds there)
     independent = apply_to_shard(engine_shard.shard, index, requires=())
-    assert independent.outcome == "failed" and independent.error_code == "shardmigrate.migration_failed"
+    assert independent.error_code != OUT_OF_ORDER
+    if engine_shard.kind == "mongo":
+        assert independent.outcome == "succeeded", independent
+    else:
+        assert independent.outcome == "failed" and independent.error_code == "shardmigrate.migration_failed"
 
 
 def applied_at(engine_shard: EngineShard) -> dict[str, Any]:
