@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Three commands do everything on a fresh machine: `make demo`, `make airflow` and `make test`.
 # Each installs what it needs first (system packages, the virtualenv from the lock file, the package).
 
 SHELL := /bin/bash
@@ -11,11 +11,15 @@ STAMP := $(VENV)/.installed
 unexport PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 PYTEST_ARGS ?=
+# `make airflow`: the api-server's port on 127.0.0.1, and the executor (local, or celery on the local Redis).
+PORT ?= 8080
+EXECUTOR ?= local
 
-.PHONY: help demo test test-fast test-mssql test-mongo e2e lint typecheck system-deps install services lock clean bench
+.PHONY: help demo airflow test test-fast test-mssql test-mongo e2e lint typecheck system-deps install services lock clean bench
 
 help:
 	@echo "make demo   - migrate a fleet of SQLite shards through Airflow, live"
+	@echo "make airflow - the demo fleet in a real local Airflow UI on 127.0.0.1:$(PORT) until Ctrl-C (EXECUTOR=celery, PORT=...)"
 	@echo "make test   - the whole test suite (starts PostgreSQL/MariaDB/Redis when needed)"
 	@echo "make e2e    - only the end-to-end tests against a real Airflow deployment (tests/e2e)"
 	@echo "make test-mssql - the SQL Server tests and engine contract against the compose file's SQL Server (Docker)"
@@ -42,6 +46,12 @@ services:
 
 demo: install
 	$(BIN)/shardmigrate demo
+
+# The demo fleet in a real Airflow 3.3 on 127.0.0.1 (api-server, scheduler, dag-processor, triggerer; EXECUTOR=celery
+# adds a Celery worker on the local Redis), its metadata database on the local PostgreSQL, everything else in
+# ./shardmigrate-airflow/ (kept across restarts). Prints the URL once the UI is usable; Ctrl-C stops every process.
+airflow: install services
+	$(BIN)/shardmigrate airflow --port $(PORT) --executor $(EXECUTOR)
 
 test: install services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -81,4 +91,5 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 --generate-hashes -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache shardmigrate-demo
+	-@test ! -d shardmigrate-airflow || ! test -x $(BIN)/shardmigrate || $(BIN)/shardmigrate airflow --remove
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache shardmigrate-demo shardmigrate-airflow

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "validate", "plan", "status", "drift", "history", "baseline")
+COMMANDS = ("demo", "local_airflow", "validate", "plan", "status", "drift", "history", "baseline")
 
 
 def build_parser() -> argparse.ArgumentParser:

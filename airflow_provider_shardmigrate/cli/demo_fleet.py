@@ -14,6 +14,14 @@ GOOD_MIGRATION = "20260301_add_order_status"
 FAILING_MIGRATION = "20260302_unique_customer_email"
 LEGACY_SHARD = "shard-4"  # imported from a legacy system: two customers share an email address
 
+DRIFT_DAG_FILE = '''"""The scheduled drift check (shardmigrate_drift): every shard's schema against the baseline,
+on the schedule of shards.yaml's drift: section."""
+
+from airflow_provider_shardmigrate import build_drift_dag
+
+dag = build_drift_dag(topology="shards.yaml")
+'''
+
 DAG_FILE = '''"""Every folder under migrations/ becomes a rollout DAG and a rollback DAG."""
 
 from airflow_provider_shardmigrate import load_migration_dags
@@ -89,9 +97,14 @@ def _fill_shard(path: Path, index: int, legacy: bool) -> None:
     conn.close()
 
 
-def create_demo_fleet(root: Path, shard_count: int = 6) -> DemoFleet:
+def create_demo_fleet(
+    root: Path, shard_count: int = 6, *, drift_dag: bool = False, made_by: str = "shardmigrate demo"
+) -> DemoFleet:
+    """The fleet in ``root``: ``shards/`` (SQLite files with data; ``shard-4`` holds duplicate emails), ``dags/``
+    (the topology, the two migrations -- the second needs the first --, the one-line DAG file and, with
+    ``drift_dag``, the drift DAG file)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text("created by `shardmigrate demo`; safe to delete\n")
+    (root / MARKER).write_text(f"created by `{made_by}`; safe to delete\n")
     dags = root / "dags"
     shards_dir = root / "shards"
     dags.mkdir()
@@ -113,4 +126,6 @@ def create_demo_fleet(root: Path, shard_count: int = 6) -> DemoFleet:
         for name, text in files.items():
             (folder / name).write_text(text)
     (dags / "shardmigrate_dags.py").write_text(DAG_FILE)
+    if drift_dag:
+        (dags / "shardmigrate_drift.py").write_text(DRIFT_DAG_FILE)
     return DemoFleet(root=root, dags=dags, shards=shards)
