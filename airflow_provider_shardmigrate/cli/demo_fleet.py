@@ -13,6 +13,8 @@ MARKER = ".shardmigrate-demo"
 GOOD_MIGRATION = "20260301_add_order_status"
 FAILING_MIGRATION = "20260302_unique_customer_email"
 LEGACY_SHARD = "shard-4"  # imported from a legacy system: two customers share an email address
+#: The fix of the legacy shard's data (the README's walk-through runs it): the duplicate gets its own address.
+LEGACY_FIX_SQL = "UPDATE customers SET email = 'c4-200@example.com' WHERE id = 200"
 
 DRIFT_DAG_FILE = '''"""The scheduled drift check (shardmigrate_drift): every shard's schema against the baseline,
 on the schedule of shards.yaml's drift: section."""

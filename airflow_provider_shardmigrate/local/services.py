@@ -63,6 +63,11 @@ def check_servers(*, redis_needed: bool = True) -> None:
     """Raise ServiceError naming the server that is missing (PostgreSQL or, when used, the local Redis)."""
     try:
         pg_admin().close()
+    except ImportError as exc:
+        raise ServiceError(
+            f"{exc}: the local deployment talks to PostgreSQL through psycopg 3 "
+            "(pip install 'airflow-provider-shardmigrate[postgres]'; `make install` has it)"
+        ) from None
     except Exception as exc:
         raise ServiceError(
             f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} (user {PG_USER}): {type(exc).__name__}: {exc}. "
@@ -70,7 +75,14 @@ def check_servers(*, redis_needed: bool = True) -> None:
         ) from None
     if not redis_needed:
         return
-    import redis
+    try:
+        import celery  # noqa: F401
+        import redis
+    except ImportError as exc:
+        raise ServiceError(
+            f"{exc}: the CeleryExecutor needs celery[redis] and the Celery provider "
+            "(pip install 'airflow-provider-shardmigrate[e2e]'; `make install` has them)"
+        ) from None
 
     try:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=3).ping()
