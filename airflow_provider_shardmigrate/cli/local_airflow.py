@@ -83,13 +83,20 @@ class _Signals:
     """The first signal raises :class:`Interrupted` (wherever the start is); later ones, while stopping, are
     only noted, so the stop itself is never interrupted."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
     def __init__(self, out: Any) -> None:
         self.out = out
         self.received: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._handle)
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
@@ -119,7 +126,7 @@ def _foreign(workdir: Path) -> bool:
     if not workdir.is_dir():
         return workdir.exists()
     names = {entry.name for entry in workdir.iterdir()}
-    return bool(names - {LOCK_FILE}) and MARKER not in names
+    return bool(names) and not names & {MARKER, LOCK_FILE}
 
 
 def _prepare_fleet(workdir: Path, shards: int, out: Any) -> Any:
@@ -270,6 +277,8 @@ def _run_locked(args: argparse.Namespace, workdir: Path, out: Any) -> int:
     except Interrupted as exc:
         out.print(f"[yellow]{exc}: stopped before Airflow was up; nothing left running[/]")
         return 0
+    finally:
+        signals.restore()
 
 
 def _start_and_serve(args: argparse.Namespace, workdir: Path, out: Any) -> int:
