@@ -70,6 +70,8 @@ STATE_FILE = "deployment.json"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json"
 EXECUTORS = {"celery": "CeleryExecutor", "local": "LocalExecutor"}
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+#: Seconds after which a component still running gets SIGTERM again.
+RESIGNAL_AFTER = 10.0
 _HEALTH_PARTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 
 
@@ -683,18 +685,26 @@ class Deployment:
 
     def _stop_components(self, timeout: float) -> list[str]:
         """SIGTERM every component's group and the groups of their descendants (task processes have groups
-        of their own), wait until all are gone, SIGKILL what is left -- also orphans whose parent died first;
+        of their own), wait until all are gone -- repeating the SIGTERM to a component still running after
+        ``RESIGNAL_AFTER`` seconds (Airflow's handler can lose it: a ``SystemExit`` raised inside a garbage
+        collector callback is ignored) --, SIGKILL what is left -- also orphans whose parent died first;
         returns the components that had to be killed."""
         running = [c for c in self.components if c.proc is not None and c.pgid is not None]
         roots = [c.pgid for c in running if c.pgid is not None]
         tracked = snapshot(roots)
         for pgid in {pgid_of(pid) for pid in tracked} - {None}:
             signal_group(int(pgid or 0), signal.SIGTERM)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        began = time.monotonic()
+        resignal = began + RESIGNAL_AFTER
+        while time.monotonic() < began + timeout:
             tracked.update(snapshot(roots))
             if not still_alive(tracked):
                 break
+            if time.monotonic() > resignal:
+                for component in running:
+                    if component.proc is not None and component.proc.poll() is None:
+                        component.proc.send_signal(signal.SIGTERM)
+                resignal += RESIGNAL_AFTER
             time.sleep(0.2)
         forced = [c.name for c in running if c.pgid is not None and group_members(c.pgid)]
         for pgid in roots:
@@ -704,6 +714,9 @@ class Deployment:
             assert component.proc is not None
             with contextlib.suppress(subprocess.TimeoutExpired):
                 component.proc.wait(timeout=10)
+        end = time.monotonic() + 10  # SIGKILL is asynchronous: until the kernel has removed them
+        while still_alive(tracked) and time.monotonic() < end:
+            time.sleep(0.1)
         self._tracked = tracked
         return forced
 

@@ -269,6 +269,53 @@ def test_rollouts_through_the_rest_api_fail_on_the_legacy_shard_and_roll_back_th
     assert instance.history(FAILING_MIGRATION) == expected | {LEGACY_SHARD: "-"}
 
 
+CHROMIUM = Path(os.environ.get("SHARDMIGRATE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.mark.browser
+def test_the_grid_shows_the_failed_shard_and_the_rollbacks_after_logging_in(instance: Instance) -> None:
+    """What the README's walk-through shows: logged in with the generated password, the failed run's Grid has the
+    legacy shard failed and one rollback task instance per other shard (screenshot in the run's folder)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs it)", pytrace=False)
+    from playwright.sync_api import expect, sync_playwright
+
+    dag_id = f"shardmigrate__{FAILING_MIGRATION}"
+    runs = instance.rest().get(f"/api/v2/dags/{dag_id}/dagRuns", order_by="-run_after", limit=1)["dag_runs"]
+    assert runs and runs[0]["state"] == "failed"
+    expect.set_options(timeout=60_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{instance.url}/dags/{dag_id}/runs/{runs[0]['dag_run_id']}")
+            page.wait_for_url("**/auth/login**")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(instance.password())
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(lambda url: "/auth/login" not in url)
+            if "/runs/" not in page.url:
+                page.goto(f"{instance.url}/dags/{dag_id}/runs/{runs[0]['dag_run_id']}")
+            rows = page.locator("tbody tr")
+            expect(rows.filter(has_text="shards.apply").filter(has_text=LEGACY_SHARD)).to_contain_text("Failed")
+            expect(rows.filter(has_text="rollbacks.rollback").filter(has_text="Success")).to_have_count(5)
+            expect(rows.filter(has_text="gate")).to_contain_text("Failed")
+            page.screenshot(path=str(instance.output.parent / "grid-failed-run.png"))
+        finally:
+            browser.close()
+
+
 def test_fixing_the_shard_and_clearing_its_task_makes_the_run_succeed(instance: Instance) -> None:
     """The README's walk-through: a run without auto-rollback fails on the legacy shard only; fix its data,
     clear its task with downstream, and the run ends success."""
