@@ -107,3 +107,18 @@ def test_a_taken_port_is_refused_and_leaves_no_folder(tmp_path: Path, capsys: py
         assert main(["airflow", "--workdir", str(workdir), "--port", str(port)]) == 4
     assert f"port {port} on 127.0.0.1 is taken" in capsys.readouterr().out
     assert not workdir.exists()
+
+
+def test_the_readme_quick_start_has_the_three_commands_and_the_walk_through_fixes_the_shard_as_tested() -> None:
+    from airflow_provider_shardmigrate.cli.demo_fleet import LEGACY_FIX_SQL, LEGACY_SHARD
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("```", 2)[1]
+    assert [line.split()[1] for line in quick_start.splitlines() if line.startswith("make ")] == [
+        "demo",
+        "airflow",
+        "test",
+    ]
+    walk_through = readme.split("## See it in the Airflow UI", 1)[1].split("\n## ", 1)[0]
+    # the command the README gives is the fix tests/local/test_airflow_command.py applies
+    assert f'shardmigrate-airflow/shards/{LEGACY_SHARD}.db "{LEGACY_FIX_SQL}"' in walk_through
