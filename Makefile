@@ -57,10 +57,11 @@ test: install services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # A real Airflow deployment (api-server, scheduler, dag-processor, triggerer, two Celery workers) on loopback,
-# REST API, concurrency, retry, drift schedule and the Trigger form in Chromium (tests/e2e; part of `make test`).
+# REST API, concurrency, retry, drift schedule and the Trigger form in Chromium (tests/e2e; part of `make test`),
+# and `make airflow`'s entry point with either executor (tests/local/test_airflow_command.py).
 # Needs the local PostgreSQL, MariaDB and Redis (`make services` starts them when they are installed but down).
 e2e: install services
-	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/e2e tests/local/test_airflow_command.py $(PYTEST_ARGS)
 
 # The SQL Server engine against a real server: the compose file's shard-mssql-0 service (`docker compose --profile
 # mssql`), published on 127.0.0.1:14330, with SHARDMIGRATE_TEST_MSSQL_URL pointing at it (scripts/test-mssql.sh).

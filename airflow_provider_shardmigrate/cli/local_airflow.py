@@ -219,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
     if args.shards < 5:
         out.print("[red]--shards must be at least 5 (the failing shard is shard-4)[/]")
         return 2
+    if args.executor not in ("local", "celery"):  # $EXECUTOR, the default, is not checked by argparse
+        out.print(f"[red]unknown executor {args.executor!r}: local or celery[/]")
+        return 2
     workdir = args.workdir.resolve()
     new_folder = not workdir.exists()
     if _foreign(workdir):
