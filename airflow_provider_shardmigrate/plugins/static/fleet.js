@@ -94,11 +94,7 @@
     line.textContent = "Fleet status generated " + when(status.generated_at) + " by " + status.dag_id + " (run " +
       status.run_id + "): " + shards.total + " shard(s), " + shards.active + " active; " + shards.with_error +
       " with an error, " + shards.unreadable + " unreadable" +
-      (status.complete
-        ? "."
-        : shards.unreadable || shards.with_error
-          ? " — INCOMPLETE: some shards could not be read."
-          : " — not complete: some active shards do not hold every migration yet.");
+      (status.complete ? "." : " — INCOMPLETE: some shards could not be read.");
   }
 
   function fleetCell(status, migrationId) {
