@@ -19,6 +19,7 @@ from airflow_provider_shardmigrate.core.plans import RolloutPlan
 from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome, ShardStatus
 from airflow_provider_shardmigrate.dags.layout import (
     AUTO_ROLLBACK_TASK_ID,
+    CANARY_APPROVAL_TASK_ID,
     LANE_SHARD_KEY_PREFIX,
     LANE_STATE_KEY,
     PLAN_XCOM_KEY,
@@ -33,6 +34,9 @@ from airflow_provider_shardmigrate.operators._context import statuses_in
 #: Task states in which a shard's work has been handed to a worker; ``scheduled`` (waiting for a concurrency
 #: slot) and ``up_for_retry`` are still waiting.
 _RUNNING_STATES = {"queued", "running", "restarting", "deferred", "up_for_reschedule"}
+
+#: States of the canary approval task while it waits for a human answer (HITL tasks defer to the triggerer).
+_AWAITING_STATES = {"awaiting_input", "deferred"}
 
 #: (task_id, map_index, state) of one task instance.
 TaskRow = tuple[str, int, str | None]
@@ -115,6 +119,7 @@ def progress_from_record(
         run_state=run_state,
         rolling_back=record.any_running(AUTO_ROLLBACK_TASK_ID, ROLLBACK_SHARDS_TASK_ID),
         refused=refused,
+        awaiting_approval=record.state(CANARY_APPROVAL_TASK_ID) in _AWAITING_STATES,
     )
 
 

@@ -381,11 +381,13 @@ def compute_progress(
     run_state: str | None = None,
     rolling_back: bool = False,
     refused: bool = False,
+    awaiting_approval: bool = False,
 ) -> MigrationProgress:
     """A snapshot of a run: ``outcomes`` of shards that finished, ``running`` those executing now.
 
-    Rolled-back shards are counted apart from shards at the migration; the phase says what the run is doing,
-    and once it is over, how it ended (``Completed``, ``RolledBack``, ``Failed``, ``Refused``).
+    Rolled-back shards are counted apart from shards at the migration; the phase says what the run is doing
+    (``AwaitingApproval`` while a human has to answer the canary approval), and once it is over, how it ended
+    (``Completed``, ``RolledBack``, ``Failed``, ``Refused``).
     ``plan`` is None before the run has published it (its first task): the phase is then ``Preparing``.
     """
     if plan is None:
@@ -402,6 +404,8 @@ def compute_progress(
             per_shard[shard.id] = RUNNING if shard.key in running_keys else WAITING
     tally = Counter(per_shard.values())
     phase = _final_phase(run_state, tally, refused)
+    if phase is None and awaiting_approval:
+        phase = "AwaitingApproval"
     if phase is None:
         phase = "RollingBack" if rolling_back else _phase(plan, per_shard)
     return MigrationProgress(

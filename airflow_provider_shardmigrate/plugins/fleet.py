@@ -31,6 +31,8 @@ LEGEND = {
     "?": "unreadable",
 }
 UNREADABLE = "?"
+#: The letters of a shard that holds a migration (applied, baselined).
+HOLDING = frozenset("AB")
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 #: Drifted tables listed on the page, and shards named per table.
@@ -106,8 +108,14 @@ class FleetStatus:
                 "active": sum(1 for s in self.shards if s.get("active", True)),
                 "with_error": sum(1 for s in self.shards if s.get("error")),
                 "unreadable": sum(1 for s in self.shards if UNREADABLE in s["row"]),
+                "lacking": sum(1 for s in self.shards if s.get("active", True) and self._lacks(s["row"])),
             },
         }
+
+    @staticmethod
+    def _lacks(row: str) -> bool:
+        """A readable shard that does not hold every migration."""
+        return UNREADABLE not in row and not set(row) <= HOLDING
 
     def _count(self, index: int) -> dict[str, int]:
         counts: dict[str, int] = {}

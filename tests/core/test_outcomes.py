@@ -472,3 +472,12 @@ def test_catchup_runs_succeed_with_unselected_shards_and_fail_with_a_failed_one(
         kind=RunKind.CATCHUP, migration_id="x", dag_run_id="r", strategy="catchup", targets=["s0"], reported=[]
     )
     assert missing.shards["s0"].outcome is Outcome.PENDING and not missing.all_succeeded
+
+
+def test_awaiting_approval_phase_until_the_run_is_over() -> None:
+    canary_done = {"shard-0": Outcome.SUCCEEDED}
+    waiting = progress(Strategy.CANARY_FIRST, 4, canary_done, awaiting_approval=True)
+    assert (waiting.current_phase, waiting.completed_shards) == ("AwaitingApproval", 1)
+    assert progress(Strategy.CANARY_FIRST, 4, canary_done).current_phase == "Parallel"
+    over = progress(Strategy.CANARY_FIRST, 4, canary_done, awaiting_approval=True, run_state="failed")
+    assert over.current_phase == "Failed"

@@ -95,6 +95,18 @@ def _awaiting(dag_id: str) -> Any:
     return wait_for(f"{dag_id}: {CANARY_APPROVAL_TASK_ID} awaiting input", probe)
 
 
+def _progress(ti: Any) -> dict[str, Any]:
+    from airflow.utils.session import create_session
+
+    from airflow_provider_shardmigrate.progress import read_progress
+
+    with create_session() as session:
+        progress = read_progress(
+            session, dag_id=ti.dag_id, run_id=ti.run_id, migration_id=ti.dag_id[len("shardmigrate__") :]
+        )
+    return dict(progress.to_dict())
+
+
 def _hitl_path(ti: Any) -> str:
     return f"/api/v2/dags/{ti.dag_id}/dagRuns/{ti.run_id}/taskInstances/{ti.task_id}/{ti.map_index}/hitlDetails"
 
@@ -109,8 +121,10 @@ def test_approve_releases_the_fleet(sqlite_fleet, write_migration, airflow_db):
     dag = build_migration_dag(_migration(write_migration, "300_approve"), _fleet(sqlite_fleet))
 
     def approve(ti: Any) -> dict[str, Any]:
-        # Nothing but the canary migrated while the question is open.
+        # Nothing but the canary migrated while the question is open, and progress says what the run waits for.
         assert INDEX in sqlite_fleet.objects("s0") and INDEX not in sqlite_fleet.objects("s1")
+        waiting = _progress(ti)
+        assert waiting["phase"] == "AwaitingApproval" and waiting["completed_shards"] == 1, waiting
         with airflow_api("alice") as client:
             prompt = _prompt(client, ti)
             response = client.patch(

@@ -183,6 +183,8 @@ def test_fleet_page_after_a_partial_failure_with_auto_rollback(
     expect(row).to_contain_text("4 rolled back · 1 failed")
     expect(row).to_contain_text("rolled_back 4 · failed 1 · not_applied 1")  # where every shard stands
     expect(frame.locator("#status-line")).to_contain_text("6 shard(s), 5 active; 0 with an error, 0 unreadable")
+    # every active shard lacks the canary migration (never run); none is unreadable, and the line says so
+    expect(frame.locator("#status-line")).to_contain_text("INCOMPLETE: 5 active shard(s) lack a migration.")
     column = [spec.id for spec in ui_project.MIGRATIONS].index(UNIQUE.id)
     for shard, cell in zip(SHARDS, ["X", "X", "F", "X", "X", "-"], strict=True):
         expect(frame.locator(f"tr[data-shard='{shard}'] td.cell").nth(column)).to_have_text(cell)

@@ -119,7 +119,8 @@ def test_fleet_summary_after_a_partial_failure_with_auto_rollback(sqlite_fleet, 
     status = summary["status"]
     assert status["published"] is True and status["migrations"] == [migration_id]
     assert status["counts"][migration_id] == {"rolled_back": 3, "not_applied": 1}
-    assert status["shards"] == {"total": 4, "active": 4, "with_error": 0, "unreadable": 0}
+    assert status["shards"] == {"total": 4, "active": 4, "with_error": 0, "unreadable": 0, "lacking": 4}
+    assert status["complete"] is False
     entry = next(m for m in summary["migrations"] if m["migration_id"] == migration_id)
     latest = entry["rollout"]["latest_run"]
     assert latest["state"] == "failed" and latest["run_id"] == run.run_id
@@ -166,6 +167,14 @@ def test_matrix_pages_and_filters_at_ten_thousand_shards(airflow_db):
     assert summary["status"]["counts"]["m3"] == {"not_applied": 9989, "failed": 10, "unreadable": 1}
     assert "shards" not in summary["status"] or isinstance(summary["status"]["shards"], dict)  # no rows in it
     assert summary["status"]["complete"] is False
+    # 9,999 readable shards lack m3, one is unreadable: counted apart
+    assert summary["status"]["shards"] == {
+        "total": 10_000,
+        "active": 10_000,
+        "with_error": 1,
+        "unreadable": 1,
+        "lacking": 9_999,
+    }
     assert summary["fleet"] == "big" and "big" in summary["fleets"]
 
 

@@ -93,8 +93,16 @@
     var shards = status.shards;
     line.textContent = "Fleet status generated " + when(status.generated_at) + " by " + status.dag_id + " (run " +
       status.run_id + "): " + shards.total + " shard(s), " + shards.active + " active; " + shards.with_error +
-      " with an error, " + shards.unreadable + " unreadable" +
-      (status.complete ? "." : " — INCOMPLETE: some shards could not be read.");
+      " with an error, " + shards.unreadable + " unreadable" + completeness(status);
+  }
+
+  function completeness(status) {
+    if (status.complete) return " — every active shard holds every migration.";
+    var shards = status.shards;
+    var why = [];
+    if (shards.lacking) why.push(shards.lacking + " active shard(s) lack a migration");
+    if (shards.unreadable) why.push(shards.unreadable + " shard(s) could not be read");
+    return " — INCOMPLETE" + (why.length ? ": " + why.join(", ") : "") + ".";
   }
 
   function fleetCell(status, migrationId) {
