@@ -224,7 +224,7 @@ def build_migration_dag(
     layout = TaskLayout.of(plan, map_chunk=chunk)
     lanes_task = layout.lanes_task
     targets = plan.targets
-    conn_ids = {shard.id: shard.conn_id for shard in targets}
+    conn_ids = plan.conn_ids
     strategy = options.strategy.value
     params = migration_params(options)
     dag_id = dag_id or migration_dag_id(migration.id)
@@ -273,7 +273,7 @@ def build_migration_dag(
             task_id=REPORT_TASK_ID,
             migration_id=migration.id,
             strategy=strategy,
-            target_shard_ids=[shard.id for shard in targets],
+            target_shard_ids=list(plan.target_ids),
             shards_of_task=layout.shards_of(),
             mapped_task_ids=[wave.task_id for wave in layout if wave.mapped and not wave.is_lanes],
             lanes_task_id=lanes_task.task_id if lanes_task else None,

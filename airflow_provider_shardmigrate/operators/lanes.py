@@ -55,9 +55,12 @@ def work_key(dag_id: str, task_id: str) -> str:
 
 
 def register_lane_work(dag_id: str, task_id: str, batches: list[list[tuple[Shard, ...]]]) -> str:
-    """Record what the lanes of ``task_id`` run (called by the DAG builder); returns the fingerprint."""
+    """Record what the lanes of ``task_id`` run (called by the DAG builder); returns the fingerprint (computed
+    once per batches object: the DAGs of one topology share their layouts, see core/plans.memo_by_identity)."""
+    from airflow_provider_shardmigrate.core.plans import memo_by_identity
+
     _LANE_WORK[work_key(dag_id, task_id)] = batches
-    return fingerprint(batches)
+    return memo_by_identity(batches, "fingerprint", lambda: fingerprint(batches))
 
 
 def lane_assignments(dag_id: str, task_id: str) -> list[list[Shard]]:
@@ -72,7 +75,7 @@ def fingerprint(batches: Sequence[Sequence[Sequence[Shard]]]) -> str:
     digest = hashlib.sha256()
     for batch in batches:
         for lane in batch:
-            digest.update("\0".join(shard.id for shard in lane).encode() + b"\1")
+            digest.update("\0".join([shard.id for shard in lane]).encode() + b"\1")
         digest.update(b"\2")
     return digest.hexdigest()[:16]
 

@@ -6,7 +6,7 @@ core/outcomes.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ class AutoRollbackOperator(BaseOperator):
         self,
         *,
         shard_task_ids: Sequence[str],
-        shard_conn_ids: dict[str, str],
+        shard_conn_ids: Mapping[str, str],
         lanes: int = 0,
         max_items: int = 1024,
         **kwargs: Any,
@@ -72,7 +72,7 @@ class AutoRollbackOperator(BaseOperator):
 
 
 def rollback_items(
-    shard_ids: Sequence[str], conn_ids: dict[str, str], *, lanes: int, max_items: int
+    shard_ids: Sequence[str], conn_ids: Mapping[str, str], *, lanes: int, max_items: int
 ) -> list[dict[str, Any]]:
     """The mapped rollback task's inputs: one shard each, unless lanes (or more shards than ``max_items``)."""
     from airflow_provider_shardmigrate.core.plans import deal
