@@ -8,10 +8,12 @@ timeout, resume). Lanes are ordinary mapped task instances, so Celery spreads th
   a registry the DAG builder fills at parse time, so the mapped task's serialized form stays the same size
   whatever the fleet size. The run checks that every lane works from the plan the run published.
 - Each shard's status is pushed the moment it ends (XCom key ``shard:<id>``), so progress and the report see
-  it before the lane ends; the lane's ``return_value`` lists every shard it accounted for.
-- The lanes of one run coordinate through one small XCom each (``lane_state``: failures, current shard):
-  before starting a shard a lane reads the others' (at most every ``BOARD_READ_SECONDS``) and starts no
-  further shard once the failure threshold is passed.
+  it before the lane ends; the lane's ``return_value`` lists every shard it accounted for. Which shard a
+  running lane is on follows from the deal (the first of its shards without a status), so progress needs no
+  other record of it: one Airflow call per shard, plus the board read below.
+- The lanes of one run coordinate through one small XCom each (``lane_state``: failures, done), published when
+  a shard of the lane fails and when the lane ends: before starting a shard a lane reads the others' (at most
+  every ``BOARD_READ_SECONDS``) and starts no further shard once the failure threshold is passed.
 - Rolling batches run inside one lane instance with ``max_parallelism`` worker threads, batch k+1 after
   batch k: a barrier across task instances would deadlock when the deployment has fewer free slots than
   lanes.
@@ -38,8 +40,9 @@ if TYPE_CHECKING:
 
     from airflow_provider_shardmigrate.core.outcomes import HaltPolicy
 
-#: How often a lane re-reads the other lanes' state (a stop is seen within about this long after a shard).
-BOARD_READ_SECONDS = 0.2
+#: How often at most a lane re-reads the other lanes' state before starting a shard: a failure elsewhere stops
+#: it within this long (plus one read), and 50 lanes of quick shards cost the api-server at most 100 reads/s.
+BOARD_READ_SECONDS = 0.5
 #: Grid label length limit (Airflow keeps at most 250 characters of a rendered map index).
 LABEL_LIMIT = 240
 
@@ -104,8 +107,8 @@ class LaneBoard:
     _read_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def publish(self, current: str | None, *, done: bool = False) -> None:
-        state = {"lane": self.lane, "failures": self.failures, "current": current, "done": done}
+    def publish(self, *, done: bool = False) -> None:
+        state = {"lane": self.lane, "failures": self.failures, "done": done}
         self.ti.xcom_push(key=LANE_STATE_KEY, value=state)
 
     def failed_elsewhere(self) -> int:
@@ -168,14 +171,13 @@ class _Lane:
         """Publish a shard's status the moment it is known, and a failure to the other lanes."""
         if status.outcome is Outcome.FAILED:
             self.board.note_failure()
-            self.board.publish(None)
+            self.board.publish()
         self._record(status, push=True)
 
     def run_one(self, shard: Shard) -> None:
         if self.halted():
             self.skip([shard])
             return
-        self.board.publish(shard.id)
         self.finish(self.apply(shard))
 
     def run_batch(self, shards: Sequence[Shard], workers: int) -> None:
@@ -184,7 +186,6 @@ class _Lane:
         if self.halted():
             self.skip(shards)
             return
-        self.board.publish(", ".join(shard.id for shard in shards))
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(shards)))) as pool:
             for done in as_completed([pool.submit(self.apply, shard) for shard in shards]):
                 self.finish(done.result())
@@ -314,7 +315,7 @@ class ShardLaneOperator(BaseOperator):
         )
         for batch in batches:
             self._run_batch(lane, batch)
-        lane.board.publish(None, done=True)
+        lane.board.publish(done=True)
         results = [lane.statuses[shard.id].to_xcom() for shard in shards if shard.id in lane.statuses]
         failed = [s for s in lane.statuses.values() if s.outcome is Outcome.FAILED]
         if failed:
