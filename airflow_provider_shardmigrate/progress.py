@@ -4,7 +4,7 @@ states and per-shard XComs.
 The plan comes from the run itself (the preflight task publishes it), the shard of each task instance from
 the DAG layout (dags/layout.py), and what the outcomes add up to from core/outcomes.py -- so the CLI's live
 display and the progress endpoint see the same truth as the Grid and the report. In lanes execution each
-shard's status is read the moment its lane pushed it (``shard:<id>``), and a running lane is on the first of
+shard's status is read as soon as its lane pushed it (``statuses:<n>``), and a running lane is on the first of
 its shards (dealt by the layout) without a status -- a rolling lane on the unfinished shards of its first
 unfinished batch. Needs metadata-DB access (the api-server, or ``dag.test()``), never a worker.
 """
@@ -20,7 +20,7 @@ from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
 from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome, ShardStatus
 from airflow_provider_shardmigrate.dags.layout import (
     AUTO_ROLLBACK_TASK_ID,
-    LANE_SHARD_KEY_PREFIX,
+    LANE_STATUSES_KEY_PREFIX,
     PLAN_XCOM_KEY,
     PREFLIGHT_TASK_ID,
     ROLLBACK_SHARDS_TASK_ID,
@@ -57,11 +57,11 @@ class RunRecord:
 
 
 def _reported(layout: TaskLayout, record: RunRecord) -> dict[str, ShardStatus]:
-    """Statuses the shard tasks pushed (a per-shard task's return value, a lane's ``shard:<id>``)."""
+    """Statuses the shard tasks pushed (a per-shard task's return value, a lane's ``statuses:<n>``)."""
     shard_tasks = set(layout.shard_task_ids)
     statuses: dict[str, ShardStatus] = {}
     for task_id, key, value in record.xcoms:
-        if task_id in shard_tasks and (key == STATUS_XCOM_KEY or key.startswith(LANE_SHARD_KEY_PREFIX)):
+        if task_id in shard_tasks and (key == STATUS_XCOM_KEY or key.startswith(LANE_STATUSES_KEY_PREFIX)):
             statuses.update((status.shard_id, status) for status in statuses_in([value]))
     return statuses
 

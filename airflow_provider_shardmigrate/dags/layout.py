@@ -34,9 +34,9 @@ from functools import cached_property
 from airflow_provider_shardmigrate.core.options import Execution
 from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, deal, memo_by_identity
 from airflow_provider_shardmigrate.core.topology import Shard
-from airflow_provider_shardmigrate.operators._context import LANE_SHARD_KEY_PREFIX as LANE_SHARD_KEY_PREFIX
 from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY as LANE_STATE_KEY
-from airflow_provider_shardmigrate.operators._context import lane_shard_key as lane_shard_key
+from airflow_provider_shardmigrate.operators._context import LANE_STATUSES_KEY_PREFIX as LANE_STATUSES_KEY_PREFIX
+from airflow_provider_shardmigrate.operators._context import lane_statuses_key as lane_statuses_key
 
 DAG_PREFIX = "shardmigrate__"
 ROLLBACK_SUFFIX = "__rollback"

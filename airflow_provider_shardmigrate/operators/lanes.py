@@ -7,10 +7,13 @@ timeout, resume). Lanes are ordinary mapped task instances, so Celery spreads th
 - Which shards a lane runs is decided when the DAG is built (dealt round-robin, core/plans.deal) and kept in
   a registry the DAG builder fills at parse time, so the mapped task's serialized form stays the same size
   whatever the fleet size. The run checks that every lane works from the plan the run published.
-- Each shard's status is pushed the moment it ends (XCom key ``shard:<id>``), so progress and the report see
-  it before the lane ends; the lane's ``return_value`` lists every shard it accounted for. Which shard a
-  running lane is on follows from the deal (the first of its shards without a status), so progress needs no
-  other record of it: one Airflow call per shard, plus the board read below.
+- The statuses of the shards a lane finished are pushed as it goes (XCom keys ``statuses:0``, ``statuses:1``,
+  ...: a list each), so progress and the report see them before the lane ends: a shard that ends at least
+  ``FLUSH_SECONDS`` after the previous push is pushed at once, quicker shards together, at most every
+  ``FLUSH_SECONDS`` (a failure at once). The lane's ``return_value`` lists every shard it accounted for. Which
+  shard a running lane is on follows from the deal (the first of its shards without a status), so nothing
+  else is pushed: at most one Airflow call per shard -- 50 lanes of sub-second shards would otherwise keep a
+  single api-server busy with their bookkeeping -- plus the board read below.
 - The lanes of one run coordinate through one small XCom each (``lane_state``: failures, done), published when
   a shard of the lane fails and when the lane ends: before starting a shard a lane reads the others' (at most
   every ``BOARD_READ_SECONDS``) and starts no further shard once the failure threshold is passed.
@@ -21,6 +24,7 @@ timeout, resume). Lanes are ordinary mapped task instances, so Celery spreads th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -33,7 +37,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
 from airflow_provider_shardmigrate.core.topology import Shard
-from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY, gate_refused, lane_shard_key
+from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY, gate_refused, lane_statuses_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
 #: How often at most a lane re-reads the other lanes' state before starting a shard: a failure elsewhere stops
 #: it within this long (plus one read), and 50 lanes of quick shards cost the api-server at most 100 reads/s.
 BOARD_READ_SECONDS = 0.5
+#: How often at most a lane pushes the statuses of the shards it finished (a shard that ends later than this
+#: after the previous push is pushed at once; a failure at once).
+FLUSH_SECONDS = 0.5
 #: Grid label length limit (Airflow keeps at most 250 characters of a rendered map index).
 LABEL_LIMIT = 240
 
@@ -150,6 +157,10 @@ class _Lane:
     dry_run: bool
     board: LaneBoard
     statuses: dict[str, ShardStatus] = field(default_factory=dict)
+    #: Finished shards not pushed yet, the number of pushes so far, and when the last one was.
+    unpushed: list[ShardStatus] = field(default_factory=list)
+    pushes: int = 0
+    pushed_at: float = float("-inf")
 
     def halted(self) -> bool:
         if self.dry_run or self.policy.max_failed is None:
@@ -168,16 +179,30 @@ class _Lane:
         return self.action(shard)
 
     def finish(self, status: ShardStatus) -> None:
-        """Publish a shard's status the moment it is known, and a failure to the other lanes."""
-        if status.outcome is Outcome.FAILED:
-            self.board.note_failure()
-            self.board.publish()
+        """Record a shard's status and push it (with the ones before it not pushed yet) unless the last push was
+        less than FLUSH_SECONDS ago; a failure is pushed at once, and told to the other lanes."""
         self._record(status, push=True)
+        failed = status.outcome is Outcome.FAILED
+        if failed:
+            self.board.note_failure()
+        self.flush(force=failed)
+        if failed:
+            self.board.publish()
+
+    def flush(self, *, force: bool = False) -> None:
+        """Push the statuses not pushed yet as one XCom (``statuses:<n>``): now if ``force``, else when the last
+        push was at least FLUSH_SECONDS ago."""
+        if not self.unpushed or (not force and time.monotonic() - self.pushed_at < FLUSH_SECONDS):
+            return
+        value = [status.to_xcom() for status in self.unpushed]
+        self.context["ti"].xcom_push(key=lane_statuses_key(self.pushes), value=value)
+        self.unpushed, self.pushes, self.pushed_at = [], self.pushes + 1, time.monotonic()
 
     def run_one(self, shard: Shard) -> None:
         if self.halted():
             self.skip([shard])
             return
+        self.flush()  # statuses held back while earlier shards were quick: before a shard that may take long
         self.finish(self.apply(shard))
 
     def run_batch(self, shards: Sequence[Shard], workers: int) -> None:
@@ -186,6 +211,7 @@ class _Lane:
         if self.halted():
             self.skip(shards)
             return
+        self.flush()
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(shards)))) as pool:
             for done in as_completed([pool.submit(self.apply, shard) for shard in shards]):
                 self.finish(done.result())
@@ -193,7 +219,7 @@ class _Lane:
     def _record(self, status: ShardStatus, *, push: bool) -> None:
         self.statuses[status.shard_id] = status
         if push:
-            self.context["ti"].xcom_push(key=lane_shard_key(status.shard_id), value=status.to_xcom())
+            self.unpushed.append(status)
         detail = f" [{status.error_code}] {status.error_message}" if status.error_code else ""
         log = self.operator.log
         log.info("shard %s: %s (%d ms)%s", status.shard_id, status.outcome.value, status.duration_ms, detail)
@@ -313,8 +339,14 @@ class ShardLaneOperator(BaseOperator):
             dry_run,
             LaneBoard(ti, self.task_id, self.lane),
         )
-        for batch in batches:
-            self._run_batch(lane, batch)
+        try:
+            for batch in batches:
+                self._run_batch(lane, batch)
+        except BaseException:  # stopped by Airflow (timeout, termination): keep what the shards that ended said
+            with contextlib.suppress(Exception):
+                lane.flush(force=True)
+            raise
+        lane.flush(force=True)
         lane.board.publish(done=True)
         results = [lane.statuses[shard.id].to_xcom() for shard in shards if shard.id in lane.statuses]
         failed = [s for s in lane.statuses.values() if s.outcome is Outcome.FAILED]

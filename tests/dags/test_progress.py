@@ -95,12 +95,13 @@ def test_rolled_back_shards_are_not_counted_as_completed(sqlite_fleet, write_mig
 
 @pytest.mark.parametrize("strategy", ["parallel", "sequential", "rolling"])
 def test_a_running_lane_is_on_the_first_of_its_shards_without_a_status(strategy):
-    """Lanes push each shard's status as it ends and nothing else while they work: progress finds the shard a
-    running lane is on from the deal (lane i: shards i, i+L, ...), a rolling lane's from its current batch."""
+    """Lanes push the statuses of the shards they finished (``statuses:<n>``) and nothing else while they work:
+    progress finds the shard a running lane is on from the deal (lane i: shards i, i+L, ...), a rolling lane's
+    from its current batch."""
     from airflow_provider_shardmigrate.core.options import Execution
     from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
     from airflow_provider_shardmigrate.core.topology import Shard
-    from airflow_provider_shardmigrate.dags.layout import TaskLayout, lane_shard_key
+    from airflow_provider_shardmigrate.dags.layout import TaskLayout, lane_statuses_key
     from airflow_provider_shardmigrate.progress import RunRecord, shard_outcomes
 
     shards = tuple(Shard(f"s{i}", f"s{i}") for i in range(7))
@@ -109,7 +110,7 @@ def test_a_running_lane_is_on_the_first_of_its_shards_without_a_status(strategy)
     done = ShardStatus("s0", Outcome.SUCCEEDED, 5, None, None).to_xcom()
     record = RunRecord(
         tasks=[("shards.lanes", 0, "running"), ("shards.lanes", 1, "running"), ("shards.lanes", 2, "success")],
-        xcoms=[("shards.lanes", lane_shard_key("s0"), done)],
+        xcoms=[("shards.lanes", lane_statuses_key(0), [done])],
     )
     outcomes, running = shard_outcomes(layout, record)
     assert outcomes == {"s0": Outcome.SUCCEEDED}

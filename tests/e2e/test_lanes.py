@@ -159,8 +159,11 @@ def test_a_failure_stops_the_lanes_on_the_other_worker(e2e: E2E) -> None:
             BOUND_S,
             alive=e2e.alive,
         )
-        first_b = _xcom_entry(e2e, dag_id, run_id, lane_b, f"shard:{b_first}")
-        assert first_b is not None and first_b["value"]["outcome"] == "succeeded", first_b
+        # Its first push (statuses:0) is the shard it ran: pushed at once, the lane had pushed nothing before.
+        first_b = _xcom_entry(e2e, dag_id, run_id, lane_b, "statuses:0")
+        assert first_b is not None and [(s["shard_id"], s["outcome"]) for s in first_b["value"]] == [
+            (b_first, "succeeded")
+        ], first_b
     run = e2e.api.wait_run(dag_id, run_id, timeout=BOUND_S, alive=e2e.alive)
     seen, board = (_at(done_b) - _at(failure)).total_seconds(), (_at(done_b) - _at(first_b)).total_seconds()
     print(
