@@ -290,7 +290,6 @@ def migration(name: str, up: str, down: str, parallelism: int, execution: str, g
             "strategy": "parallel",
             "max_parallelism": parallelism,
             "execution": execution,
-            "stop_on_first_failure": False,
             "validate_before_apply": gate,
             "depends_on": [],
         },
@@ -304,6 +303,8 @@ class Bench:
     parallelism: int
     output: Path
     pg: BenchPostgres
+    #: Airflow settings of this benchmark run beyond the harness's (``--heartbeat``, ``--api-pool``).
+    settings: dict[str, str] = field(default_factory=dict)
     deployment: Deployment | None = None
 
     def start(self, specs: list[MigrationSpec]) -> None:
@@ -313,6 +314,7 @@ class Bench:
             "AIRFLOW__CORE__PARALLELISM": str(2 * slots + 8),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(2 * slots + 8),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.e2e.hostname.worker_hostname",
+            **self.settings,
         }
         root = self.output / self.label
         dags = root / "dags"
@@ -342,7 +344,7 @@ class Bench:
         workers = [c.proc.pid for c in self.deployment.components if c.name.startswith("worker") and c.proc]
         sampler = Sampler(self.roots(), workers)
         with sampler.measure() as usage:
-            run_id = api.trigger(dag_id, {"stop_on_first_failure": False})["dag_run_id"]
+            run_id = api.trigger(dag_id)["dag_run_id"]  # the defaults: stop_on_first_failure (lanes read the board)
             run = self._wait(api, dag_id, run_id, timeout)
         if run["state"] != "success":
             raise SystemExit(f"{dag_id} run {run_id} ended {run['state']}; logs in {self.deployment.logs}")
@@ -476,14 +478,13 @@ def scenario_pg(
     began = time.monotonic()
     fleet = fleet_factory()
     print(f"[{label}] {len(fleet.shard_ids)} shards created in {time.monotonic() - began:.1f}s", flush=True)
-    warmup = migration(
-        f"bench_{label}_warmup", "CREATE TABLE bench_warmup (id int);", "DROP TABLE bench_warmup;", p, "lanes"
-    )
-    runs = [(r, e, g) for r in range(1, args.repeat + 1) for e, g in executions]
+    warmup = sleep_spec(f"bench_{label}_warmup", p, "lanes", False)  # not counted; a run like the measured ones
+    gates = {"both": (True, False), "on": (True,), "off": (False,)}[args.gate]
+    runs = [(r, e, g) for r in range(1, args.repeat + 1) for e, g in executions if g in gates]
     specs = [warmup] + [
         sleep_spec(f"bench_{label}_sleep_{e}{'' if g else '_nogate'}_r{r}", p, e, g) for r, e, g in runs
     ]
-    bench = Bench(label, fleet, p, ctx.output, ctx.pg)
+    bench = Bench(label, fleet, p, ctx.output, ctx.pg, ctx.settings)
     results = []
     try:
         bench.start(specs)
@@ -516,13 +517,20 @@ def scenario_sqlite(args: Any, ctx: Any) -> list[dict[str, Any]]:
         "lanes",
         False,
     )
+    gates = {"both": (True, False), "on": (True,), "off": (False,)}[args.gate]
     specs = [warmup] + [
         migration(
-            f"bench_sqlite10k_r{r}", f"CREATE INDEX idx_r{r} ON customers (name);", f"DROP INDEX idx_r{r};", p, "lanes"
+            f"bench_sqlite10k_r{r}{s}",
+            f"CREATE INDEX idx_r{r}{s} ON customers (name);",
+            f"DROP INDEX idx_r{r}{s};",
+            p,
+            "lanes",
+            gate,
         )
         for r in range(1, args.repeat + 1)
+        for gate, s in ((g, "" if g else "_nogate") for g in gates)
     ]
-    bench = Bench(label, fleet, p, ctx.output, ctx.pg)
+    bench = Bench(label, fleet, p, ctx.output, ctx.pg, ctx.settings)
     results = []
     try:
         bench.start(specs)
@@ -614,6 +622,7 @@ def report(results: list[dict[str, Any]]) -> None:
 class Context:
     output: Path
     pg: BenchPostgres
+    settings: dict[str, str]
 
 
 def main() -> int:
@@ -626,6 +635,15 @@ def main() -> int:
     parser.add_argument("--pg1000", type=int, default=1_000, help="shards of the pg1000 scenario")
     parser.add_argument("--pg1000-layout", choices=("databases", "schemas"), default="databases")
     parser.add_argument("--pg-databases", type=int, default=100)
+    parser.add_argument("--gate", choices=("both", "on", "off"), default="both", help="validate_before_apply runs")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        help="[workers] min_heartbeat_interval (the harness tunes it to 1 s for per-shard fan-out; Airflow's is 5)",
+    )
+    parser.add_argument(
+        "--api-pool", type=int, help="[database] sql_alchemy_pool_size and max_overflow of every component"
+    )
     args = parser.parse_args()
     output = new_output_dir("bench-lanes")
     os.environ.setdefault("AIRFLOW_HOME", str(output / "bench-airflow-home"))  # the in-process baseline imports Airflow
@@ -635,7 +653,14 @@ def main() -> int:
         f"PostgreSQL of the benchmark on 127.0.0.1:{PG_PORT} ({output / 'postgres'}); load {os.getloadavg()}",
         flush=True,
     )
-    ctx = Context(output, pg)
+    settings = {}
+    if args.heartbeat is not None:
+        settings["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = f"{args.heartbeat:g}"
+    if args.api_pool is not None:
+        settings["AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE"] = str(args.api_pool)
+        settings["AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW"] = str(args.api_pool)
+    print(f"settings beyond the harness's: {settings or 'none'}", flush=True)
+    ctx = Context(output, pg, settings)
     results: list[dict[str, Any]] = []
     try:
         for scenario in args.scenario:

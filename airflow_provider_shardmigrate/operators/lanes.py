@@ -16,7 +16,8 @@ timeout, resume). Lanes are ordinary mapped task instances, so Celery spreads th
   single api-server busy with their bookkeeping -- plus the board read below.
 - The lanes of one run coordinate through one small XCom each (``lane_state``: failures, done), published when
   a shard of the lane fails and when the lane ends: before starting a shard a lane reads the others' (at most
-  every ``BOARD_READ_SECONDS``) and starts no further shard once the failure threshold is passed.
+  every 0.5 s, up to 1 s with 50 lanes: ``board_interval``) and starts no further shard once the failure
+  threshold is passed.
 - Rolling batches run inside one lane instance with ``max_parallelism`` worker threads, batch k+1 after
   batch k: a barrier across task instances would deadlock when the deployment has fewer free slots than
   lanes.
@@ -44,12 +45,21 @@ if TYPE_CHECKING:
 
     from airflow_provider_shardmigrate.core.outcomes import HaltPolicy
 
-#: How often at most a lane re-reads the other lanes' state before starting a shard: a failure elsewhere stops
-#: it within this long (plus one read), and 50 lanes of quick shards cost the api-server at most 100 reads/s.
+#: How often at most a lane re-reads the other lanes' state before starting a shard: every 0.5 s, up to every
+#: 1 s with 50 lanes or more (``board_interval``) -- a failure elsewhere stops it within that long plus one
+#: read, and the lanes of one run read the board at most 50 times a second together.
 BOARD_READ_SECONDS = 0.5
+BOARD_READS_PER_SECOND = 50
 #: How often at most a lane pushes the statuses of the shards it finished (a shard that ends later than this
-#: after the previous push is pushed at once; a failure at once).
-FLUSH_SECONDS = 0.5
+#: after the previous push is pushed at once; a failure at once): 50 lanes of quick shards, 50 pushes a second.
+FLUSH_SECONDS = 1.0
+
+
+def board_interval(lanes: int) -> float:
+    """Seconds between two board reads of a lane: BOARD_READ_SECONDS, longer when many lanes would read together
+    more than BOARD_READS_PER_SECOND times a second, never above 1 s (a stop must be seen within about a
+    second)."""
+    return min(1.0, max(BOARD_READ_SECONDS, lanes / BOARD_READS_PER_SECOND))
 #: Grid label length limit (Airflow keeps at most 250 characters of a rendered map index).
 LABEL_LIMIT = 240
 
@@ -109,6 +119,8 @@ class LaneBoard:
     ti: Any
     task_id: str
     lane: int
+    #: Seconds between two reads (:func:`board_interval`).
+    interval: float = BOARD_READ_SECONDS
     failures: int = 0
     _peers: list[dict[str, Any]] = field(default_factory=list)
     _read_at: float = 0.0
@@ -119,9 +131,9 @@ class LaneBoard:
         self.ti.xcom_push(key=LANE_STATE_KEY, value=state)
 
     def failed_elsewhere(self) -> int:
-        """Failures the other lanes have published (re-read at most every BOARD_READ_SECONDS)."""
+        """Failures the other lanes have published (re-read at most every ``interval`` seconds)."""
         with self._lock:
-            if time.monotonic() - self._read_at >= BOARD_READ_SECONDS:
+            if time.monotonic() - self._read_at >= self.interval:
                 values = self.ti.xcom_pull(task_ids=[self.task_id], key=LANE_STATE_KEY) or []
                 self._peers = [v for v in values if isinstance(v, dict) and v.get("lane") != self.lane]
                 self._read_at = time.monotonic()
@@ -337,7 +349,7 @@ class ShardLaneOperator(BaseOperator):
             self.shard_action(context, dry_run),
             self._policy(params),
             dry_run,
-            LaneBoard(ti, self.task_id, self.lane),
+            LaneBoard(ti, self.task_id, self.lane, board_interval(self.lanes)),
         )
         try:
             for batch in batches:
