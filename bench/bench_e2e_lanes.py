@@ -554,13 +554,15 @@ def print_run(r: dict[str, Any]) -> None:
     lanes = ""
     if r["execution"].startswith("lanes"):
         lanes = (
-            f"; {r['lanes']} lanes {r['lanes_per_worker']}, per shard in apply_to_shard {r['per_shard_in_apply_ms']:.0f} ms, "
+            f"; {r['lanes']} lanes {r['lanes_per_worker']}, per shard in apply_to_shard "
+            f"{r['per_shard_in_apply_ms']:.0f} ms, "
             f"outside it {r['per_shard_outside_apply_ms']:.0f} ms"
         )
     print(
         f"[{r['scenario']}] {r['migration']}: wall {r['wall_s']:.2f}s (physical {r['physical_s']:g}s{ratio}); "
         f"preflight {r['preflight_s']:.2f}s, run start->preflight end {r['start_to_preflight_end_s']:.2f}s, "
-        f"->first shard task {r['preflight_end_to_first_shard_task_s']:.2f}s, stagger {r['shard_task_start_stagger_s']:.2f}s, "
+        f"->first shard task {r['preflight_end_to_first_shard_task_s']:.2f}s, "
+        f"stagger {r['shard_task_start_stagger_s']:.2f}s, "
         f"shard phase {r['shard_phase_s']:.2f}s, after {r['after_shards_s']:.2f}s{lanes}; machine busy "
         f"{100 * r['machine_busy']:.0f}% (load {r['load_before']:.1f}->{r['load_after']:.1f}); CPU s: {cpu}; workers "
         f"peak RSS sum {r['worker_rss_peak_sum_mb']:.0f} MB, PSS sum {r['worker_pss_peak_sum_mb']:.0f} MB, "
@@ -569,7 +571,8 @@ def print_run(r: dict[str, Any]) -> None:
     )
     if "lane_view_ms" in r:
         print(
-            f"[{r['scenario']}] time per shard beyond the DDL: lane view (shard phase {r['shard_phase_s']:.2f}s - raw DDL "
+            f"[{r['scenario']}] time per shard beyond the DDL: lane view (shard phase {r['shard_phase_s']:.2f}s"
+            " - raw DDL "
             f"in 50 threads {r['raw_threads_s']:.2f}s) x 50 / {r['shards']} = {r['lane_view_ms']:.1f} ms (goal <= 20); "
             f"fleet view (wall - raw DDL in 50 threads) / shards = {r['fleet_view_ms']:.2f} ms",
             flush=True,
@@ -597,7 +600,8 @@ def report(results: list[dict[str, Any]]) -> None:
             f"| {statistics.median(r['shard_phase_s'] for r in rows):.2f} "
             f"| {statistics.median(r['after_shards_s'] for r in rows):.2f} "
             f"| {100 * statistics.median(r['machine_busy'] for r in rows):.0f}% "
-            f"| {max(r['worker_rss_peak_sum_mb'] for r in rows):.0f} / {max(r['worker_pss_peak_sum_mb'] for r in rows):.0f}"
+            f"| {max(r['worker_rss_peak_sum_mb'] for r in rows):.0f} "
+            f"/ {max(r['worker_pss_peak_sum_mb'] for r in rows):.0f}"
             f" / {max(r['worker_rss_peak_max_mb'] for r in rows):.0f} |"
         )
     lanes = [r["wall_s"] for r in results if r["scenario"] == "pg100" and r["execution"] == "lanes"]
@@ -642,7 +646,11 @@ def main() -> int:
         help="[workers] min_heartbeat_interval (the harness tunes it to 1 s for per-shard fan-out; Airflow's is 5)",
     )
     parser.add_argument(
-        "--api-pool", type=int, help="[database] sql_alchemy_pool_size and max_overflow of every component"
+        "--api-pool",
+        type=int,
+        default=25,
+        help="[database] sql_alchemy_pool_size and max_overflow of every component (README, deployment sizing: "
+        "50 lanes need more than Airflow's 5 + 10 in the api-server); 0 keeps Airflow's",
     )
     args = parser.parse_args()
     output = new_output_dir("bench-lanes")
@@ -656,7 +664,7 @@ def main() -> int:
     settings = {}
     if args.heartbeat is not None:
         settings["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = f"{args.heartbeat:g}"
-    if args.api_pool is not None:
+    if args.api_pool:
         settings["AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE"] = str(args.api_pool)
         settings["AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW"] = str(args.api_pool)
     print(f"settings beyond the harness's: {settings or 'none'}", flush=True)
@@ -666,7 +674,12 @@ def main() -> int:
         for scenario in args.scenario:
             if scenario == "pg100":
                 results += scenario_pg(
-                    "pg100", lambda: pg_databases(pg, args.pg_databases), 10, ["lanes", "per_shard"], args, ctx
+                    "pg100",
+                    lambda: pg_databases(pg, args.pg_databases),
+                    10,
+                    [("lanes", True), ("per_shard", True), ("lanes", False)],
+                    args,
+                    ctx,
                 )
             elif scenario == "pg1000":
                 layout = (lambda: pg_schemas(pg, args.pg1000)) if args.pg1000_layout == "schemas" else None
