@@ -116,3 +116,79 @@ def test_the_board_is_read_at_most_every_interval_and_stops_the_lane(clock: Cloc
 @pytest.mark.parametrize(("lanes_count", "interval"), [(1, 0.5), (25, 0.5), (40, 0.8), (50, 1.0), (500, 1.0)])
 def test_many_lanes_read_the_board_less_often_but_at_least_every_second(lanes_count: int, interval: float) -> None:
     assert board_interval(lanes_count) == pytest.approx(interval)
+
+
+# -- the courier: a real task process makes the lane's Airflow calls on a thread of their own ----------------------
+
+
+def test_the_courier_pushes_in_order_and_reads_the_board_in_the_background(clock: Clock) -> None:
+    from airflow_provider_shardmigrate.operators.lanes import _Courier
+
+    ti = RecordingTi()
+    board = LaneBoard(ti, "shards.lanes", 0, 0.5, background=True)
+    courier = _Courier(ti, board, watch=True)
+    lane = _Lane(
+        Operator(),
+        {"ti": ti},
+        lambda s: ShardStatus(s.id, Outcome.SUCCEEDED, 1, None, None),  # type: ignore[arg-type]
+        HaltPolicy.from_limits(stop_on_first_failure=True, max_failed_shards=None, max_failure_ratio=None, targets=3),
+        False,
+        board,
+        courier,
+    )
+    courier.start()  # reads the board first, in the lane's thread
+    assert [kind for kind, _, _ in ti.calls] == ["pull"]
+    ti.peers = [{"lane": 1, "failures": 1, "done": False}]  # another lane fails: the lane does not read itself...
+    for shard_id in ("s0", "s1"):
+        lane.run_one(Shard(shard_id, shard_id))
+    assert lane.statuses["s1"].outcome is Outcome.SUCCEEDED  # ... until the courier's next read
+    lane.flush(force=True)
+    lane.publish_state(done=True)
+    courier.close(timeout=10)
+    assert [key for kind, key, _ in ti.calls if kind == "push"] == ["statuses:0", "statuses:1", "lane_state"]
+    assert pushed(ti) == [["s0"], ["s1"]]
+
+
+def test_the_courier_reads_the_board_every_interval_and_the_lane_then_stops() -> None:
+    import time
+
+    from airflow_provider_shardmigrate.operators.lanes import _Courier
+
+    ti = RecordingTi()
+    board = LaneBoard(ti, "shards.lanes", 0, 0.05, background=True)
+    courier = _Courier(ti, board, watch=True)
+    courier.start()
+    ti.peers = [{"lane": 2, "failures": 1, "done": False}]
+    end = time.monotonic() + 10
+    while board.failed_elsewhere() == 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    courier.close(timeout=10)
+    assert board.failed_elsewhere() == 1
+
+
+def test_a_call_that_failed_on_the_courier_fails_the_lane() -> None:
+    from airflow_provider_shardmigrate.operators.lanes import _Courier
+
+    class Broken(RecordingTi):
+        def xcom_push(self, *, key: str, value: Any) -> None:
+            raise RuntimeError("API_SERVER_ERROR: timed out")
+
+    ti = Broken()
+    courier = _Courier(ti, LaneBoard(ti, "shards.lanes", 0, background=True), watch=False)
+    courier.start()
+    courier.push("statuses:0", [])
+    with pytest.raises(RuntimeError, match="API_SERVER_ERROR"):
+        courier.close(timeout=10)
+
+
+def test_a_courier_only_where_the_channel_to_airflow_serves_two_threads() -> None:
+    """dag.test()'s in-process channel swaps a module global per request: no courier there (a real task process
+    has the supervisor's socket channel, one request at a time under its lock -- checked here too, so an
+    Airflow that drops that lock fails this test)."""
+    import attrs
+    from airflow.sdk.execution_time.comms import CommsDecoder
+
+    from airflow_provider_shardmigrate.operators.lanes import threadsafe_comms
+
+    assert "_thread_lock" in {a.name for a in attrs.fields(CommsDecoder)}
+    assert threadsafe_comms() is False  # no task running here
