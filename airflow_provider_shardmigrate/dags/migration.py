@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, plan_rollout
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, memo_by_identity, plan_rollout
 from airflow_provider_shardmigrate.core.scripts import Migration, load_migration, sibling_requirements
 from airflow_provider_shardmigrate.core.topology import Shard, Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import attach_params, dag_defaults, max_map_length, migration_dag_id
@@ -95,7 +95,11 @@ class _ShardTasks:
         # otherwise each lane works through the shards dealt to it, one at a time.
         rolling = wave_task.wave.kind is WaveKind.BATCH
         lanes = 1 if rolling else wave_task.lanes
-        batches = [[wave.shards] for wave in wave_task.waves] if rolling else wave_task.lane_batches
+        batches = (
+            memo_by_identity(wave_task, "rolling batches", lambda: [[wave.shards] for wave in wave_task.waves])
+            if rolling
+            else wave_task.lane_batches
+        )
         work = register_lane_work(self.dag_id, wave_task.task_id, batches)
         return ShardLaneOperator.partial(
             task_id=wave_task.name,

@@ -46,7 +46,7 @@ def rollback_plan(migration: Migration, topology: Topology) -> RolloutPlan:
     shards = topology.shards
     if not shards:
         raise InvalidTopologyError(f"{topology.source}: the topology has no shard: nothing to roll back")
-    clash = next((shard.id for shard in shards if shard.key == ALL), None)
+    clash = memo_by_identity(shards, "rollback clash", lambda: next((s.id for s in shards if s.key == ALL), None))
     if clash is not None:
         raise InvalidTopologyError(
             f"{topology.source}: shard '{clash}' is named like the rollback selection keyword '{ALL}'; rename it"
