@@ -41,7 +41,11 @@ Time per shard beyond the DDL (sqlite10k), stated in the output:
                the DDL itself (the goal's definition: <= 20 ms);
   fleet view = (run wall - raw-DDL wall in 50 threads) / 10,000: what the whole rollout adds per shard.
 
-Run: .venv/bin/python bench/bench_e2e_lanes.py [--scenario pg100 pg1000 sqlite10k] [--repeat 3]
+The deployment is the e2e harness's (tuned as the README's "Faster fan-out" says) with one addition, the metadata
+DB pool of every component at 25 + 25 (``--api-pool``; 0 keeps Airflow's 5 + 10, with which 50 lanes stalled the
+api-server for its 30 s pool timeout); ``--heartbeat`` sets ``[workers] min_heartbeat_interval`` (the harness: 1 s).
+
+Run: .venv/bin/python bench/bench_e2e_lanes.py [--scenario pg100 pg1000 sqlite10k] [--repeat 3] [--gate both|on|off]
 (needs PostgreSQL 15 binaries and redis-server; the machine's own servers are not used).
 """
 

@@ -186,8 +186,9 @@ def threadsafe_comms() -> bool:
 class _Courier:
     """A lane's Airflow calls on a thread of their own, so its shards never wait for the api-server: what the
     lane hands it is pushed in order, and (when the lane has a failure threshold) the board is re-read every
-    ``board.interval`` seconds. While it runs, the lane's own thread does not talk to Airflow. A failed call is
-    raised in the lane at its next hand-over (or when the courier is closed)."""
+    ``board.interval`` seconds. While it runs, the lane's own thread makes no XCom call (a shard's connection
+    lookup may still ask the supervisor: the channel's lock serves the two threads one at a time). A failed call
+    is raised in the lane at its next hand-over (or when the courier is closed)."""
 
     def __init__(self, ti: Any, board: LaneBoard, *, watch: bool) -> None:
         self.ti, self.board, self.watch = ti, board, watch
