@@ -4,8 +4,9 @@ states and per-shard XComs.
 The plan comes from the run itself (the preflight task publishes it), the shard of each task instance from
 the DAG layout (dags/layout.py), and what the outcomes add up to from core/outcomes.py -- so the CLI's live
 display and the progress endpoint see the same truth as the Grid and the report. In lanes execution each
-shard's status is read the moment its lane pushed it (``shard:<id>``), and the shards lanes are working on
-from their ``lane_state``. Needs metadata-DB access (the api-server, or ``dag.test()``), never a worker.
+shard's status is read as soon as its lane pushed it (``statuses:<n>``), and a running lane is on the first of
+its shards (dealt by the layout) without a status -- a rolling lane on the unfinished shards of its first
+unfinished batch. Needs metadata-DB access (the api-server, or ``dag.test()``), never a worker.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_shardmigrate.core.outcomes import compute_progress, merge_rollback
-from airflow_provider_shardmigrate.core.plans import RolloutPlan
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind
 from airflow_provider_shardmigrate.core.status import MigrationProgress, Outcome, ShardStatus
 from airflow_provider_shardmigrate.dags.layout import (
     AUTO_ROLLBACK_TASK_ID,
     CANARY_APPROVAL_TASK_ID,
-    LANE_SHARD_KEY_PREFIX,
-    LANE_STATE_KEY,
+    LANE_STATUSES_KEY_PREFIX,
     PLAN_XCOM_KEY,
     PREFLIGHT_TASK_ID,
     ROLLBACK_SHARDS_TASK_ID,
     STATUS_XCOM_KEY,
     TaskLayout,
+    WaveTask,
     is_rollback_dag,
 )
 from airflow_provider_shardmigrate.operators._context import statuses_in
@@ -59,29 +60,45 @@ class RunRecord:
         return any(t in task_ids and s in _RUNNING_STATES for t, _m, s in self.tasks)
 
 
-def _reported(layout: TaskLayout, record: RunRecord) -> tuple[dict[str, ShardStatus], list[str]]:
-    """Statuses the shard tasks pushed, and the shards lanes say they are working on."""
+def _reported(layout: TaskLayout, record: RunRecord) -> dict[str, ShardStatus]:
+    """Statuses the shard tasks pushed (a per-shard task's return value, a lane's ``statuses:<n>``)."""
     shard_tasks = set(layout.shard_task_ids)
     statuses: dict[str, ShardStatus] = {}
-    running: list[str] = []
     for task_id, key, value in record.xcoms:
-        if task_id not in shard_tasks:
-            continue
-        if key == STATUS_XCOM_KEY or key.startswith(LANE_SHARD_KEY_PREFIX):
+        if task_id in shard_tasks and (key == STATUS_XCOM_KEY or key.startswith(LANE_STATUSES_KEY_PREFIX)):
             statuses.update((status.shard_id, status) for status in statuses_in([value]))
-        elif key == LANE_STATE_KEY and isinstance(value, dict) and value.get("current"):
-            running.extend(part.strip() for part in str(value["current"]).split(","))
-    return statuses, running
+    return statuses
+
+
+def lane_running(wave_task: WaveTask, lane: int, finished: set[str]) -> list[str]:
+    """The shards a running lane is on: the first of its shards without a status (lanes run theirs in order);
+    a rolling lane runs a batch at once, so the unfinished shards of its first unfinished batch."""
+    if wave_task.wave.kind is WaveKind.BATCH:  # one lane instance (map index 0) runs every batch
+        for wave in wave_task.waves if lane == 0 else ():
+            unfinished = [shard.id for shard in wave.shards if shard.id not in finished]
+            if unfinished:
+                return unfinished
+        return []
+    for batch in wave_task.lane_shards(lane) if lane < wave_task.lanes else []:
+        for shard in batch:
+            if shard.id not in finished:
+                return [shard.id]
+    return []
 
 
 def shard_outcomes(layout: TaskLayout, record: RunRecord) -> tuple[dict[str, Outcome], list[str]]:
     """(finished shard -> outcome, running shards) from what the run recorded so far."""
-    statuses, running = _reported(layout, record)
+    statuses = _reported(layout, record)
     for rolled in statuses_in(record.rollbacks):
         statuses[rolled.shard_id] = merge_rollback(statuses.get(rolled.shard_id), rolled)
     outcomes = {shard_id: status.outcome for shard_id, status in statuses.items()}
-    running = [shard_id for shard_id in running if shard_id not in outcomes]
+    running: list[str] = []
     for task_id, map_index, state in record.tasks:
+        wave_task = layout.task(task_id)
+        if wave_task is not None and wave_task.is_lanes:
+            if state in _RUNNING_STATES:
+                running += lane_running(wave_task, map_index, set(outcomes))
+            continue
         shard_id = layout.locate(task_id, map_index)
         if shard_id is None or shard_id in outcomes:
             continue

@@ -6,10 +6,12 @@ what a user previews is exactly what Airflow will run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeVar
 
 from airflow_provider_shardmigrate.core.errors import InvalidScriptError, InvalidTopologyError
 from airflow_provider_shardmigrate.core.options import AUTO_LANES_ABOVE, Execution, MigrationOptions, Strategy
@@ -50,9 +52,18 @@ class RolloutPlan:
     #: ``per_shard`` (a task instance per shard) or ``lanes``; never ``auto`` once planned.
     execution: Execution = Execution.PER_SHARD
 
-    @property
+    @cached_property
     def targets(self) -> tuple[Shard, ...]:
         return tuple(shard for wave in self.waves for shard in wave.shards)
+
+    @cached_property
+    def target_ids(self) -> tuple[str, ...]:
+        return tuple(shard.id for shard in self.targets)
+
+    @cached_property
+    def conn_ids(self) -> Mapping[str, str]:
+        """Targeted shard id -> its Airflow connection id, in rollout order (shared: do not modify)."""
+        return {shard.id: shard.conn_id for shard in self.targets}
 
     @property
     def canary(self) -> Shard | None:
@@ -123,8 +134,54 @@ def deal(shards: Sequence[Shard], lanes: int) -> list[tuple[Shard, ...]]:
     return [tuple(shards[i::count]) for i in range(count)]
 
 
+_T = TypeVar("_T")
+#: Inside :func:`shared_plans`: what was computed for an immutable owner (a topology's shard tuple, a plan),
+#: by the owner's identity and a key; None outside.
+_MEMO: dict[Hashable, tuple[object, Any]] | None = None
+
+
+@contextmanager
+def shared_plans() -> Iterator[None]:
+    """Within the block, a plan (and its task layout, lane work, fingerprint) is computed once per topology and
+    shaping options: the migrations of one folder share the topology, and most share their options, so a
+    10,000-shard fleet is planned a few times per parse instead of once per migration. Forgotten at the end
+    of the block (``load_migration_dags`` wraps one parse in it)."""
+    global _MEMO
+    outer = _MEMO
+    if outer is None:
+        _MEMO = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _MEMO = None
+
+
+def memo_by_identity(owner: object, key: Hashable, compute: Callable[[], _T]) -> _T:
+    """``compute()``, once per ``owner`` object and ``key`` inside :func:`shared_plans` (always outside it).
+    The entry keeps ``owner`` alive, so its id cannot be reused by another object meanwhile."""
+    memo = _MEMO
+    if memo is None:
+        return compute()
+    memo_key = (id(owner), key)
+    hit = memo.get(memo_key)
+    if hit is not None and hit[0] is owner:
+        return hit[1]  # type: ignore[no-any-return]
+    value = compute()
+    memo[memo_key] = (owner, value)
+    return value
+
+
 def plan_rollout(shards: Sequence[Shard], options: MigrationOptions) -> RolloutPlan:
-    """Plan a rollout over the *active* shards of ``shards``, in topology order."""
+    """Plan a rollout over the *active* shards of ``shards``, in topology order (one plan per topology and
+    shaping options: a shard tuple is immutable, so its plan is computed once)."""
+    if not isinstance(shards, tuple):
+        return _plan_rollout(shards, options)
+    key = ("rollout", options.strategy, options.max_parallelism, options.canary, options.execution)
+    return memo_by_identity(shards, key, lambda: _plan_rollout(shards, options))
+
+
+def _plan_rollout(shards: Sequence[Shard], options: MigrationOptions) -> RolloutPlan:
     active = [shard for shard in shards if shard.active]
     if not active:
         raise InvalidTopologyError("the topology has no active shard: nothing to migrate")

@@ -164,7 +164,7 @@ def build_catchup_dag(
         report = CatchupReportOperator(
             task_id=REPORT_TASK_ID,
             migration_ids=list(migrations.ids),
-            target_shard_ids=[shard.id for shard in plan.targets],
+            target_shard_ids=list(plan.target_ids),
             shards_of_task=layout.shards_of(),
             mapped_task_ids=[wave.task_id for wave in layout if wave.mapped and not wave.is_lanes],
             lanes_task_id=lanes_task.task_id if lanes_task else None,

@@ -103,9 +103,11 @@ def _script_blocks(migration: Migration, directions: tuple[str, ...] = DIRECTION
     return lines
 
 
-def _shard_list(ids: list[str]) -> str:
+def _shard_list(ids: Sequence[str], total: int | None = None) -> str:
+    """The first ``MAX_SHARDS_PER_WAVE`` of ``ids`` and how many more of ``total`` (default ``len(ids)``)."""
+    total = len(ids) if total is None else total
     shown = ", ".join(f"`{shard_id}`" for shard_id in ids[:MAX_SHARDS_PER_WAVE])
-    return shown + (f" and {len(ids) - MAX_SHARDS_PER_WAVE} more" if len(ids) > MAX_SHARDS_PER_WAVE else "")
+    return shown + (f" and {total - MAX_SHARDS_PER_WAVE} more" if total > MAX_SHARDS_PER_WAVE else "")
 
 
 def _wave_label(kind: WaveKind, index: int, concurrency: int) -> str:
@@ -122,13 +124,13 @@ def _wave_label(kind: WaveKind, index: int, concurrency: int) -> str:
 
 def _plan_lines(plan: RolloutPlan) -> list[str]:
     lines = ["", f"**Plan**: {len(plan.targets)} shard(s) in {len(plan.waves)} wave(s)", ""]
-    if plan.strategy is Strategy.SEQUENTIAL:
-        ids = [wave.shards[0].id for wave in plan.waves]
-        return [*lines, f"* one at a time, in this order: {_shard_list(ids)}"]
+    if plan.strategy is Strategy.SEQUENTIAL:  # only the first shards are named: no O(fleet) work per DAG
+        ids = [wave.shards[0].id for wave in plan.waves[: MAX_SHARDS_PER_WAVE + 1]]
+        return [*lines, f"* one at a time, in this order: {_shard_list(ids, len(plan.waves))}"]
     for wave in plan.waves[:MAX_WAVES]:
-        ids = [shard.id for shard in wave.shards]
+        ids = [shard.id for shard in wave.shards[: MAX_SHARDS_PER_WAVE + 1]]
         label = _wave_label(wave.kind, wave.index, wave.concurrency)
-        lines.append(f"* {label} ({len(ids)}): {_shard_list(ids)}")
+        lines.append(f"* {label} ({len(wave.shards)}): {_shard_list(ids, len(wave.shards))}")
     if len(plan.waves) > MAX_WAVES:
         lines.append(f"* ... {len(plan.waves) - MAX_WAVES} more wave(s): see the preflight's `plan` XCom of a run")
     return lines

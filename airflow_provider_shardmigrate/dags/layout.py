@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from airflow_provider_shardmigrate.core.options import Execution
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, deal
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, deal, memo_by_identity
 from airflow_provider_shardmigrate.core.topology import Shard
-from airflow_provider_shardmigrate.operators._context import LANE_SHARD_KEY_PREFIX as LANE_SHARD_KEY_PREFIX
 from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY as LANE_STATE_KEY
-from airflow_provider_shardmigrate.operators._context import lane_shard_key as lane_shard_key
+from airflow_provider_shardmigrate.operators._context import LANE_STATUSES_KEY_PREFIX as LANE_STATUSES_KEY_PREFIX
+from airflow_provider_shardmigrate.operators._context import lane_statuses_key as lane_statuses_key
 
 DAG_PREFIX = "shardmigrate__"
 ROLLBACK_SUFFIX = "__rollback"
@@ -143,15 +143,20 @@ class WaveTask:
     @cached_property
     def lane_batches(self) -> list[list[tuple[Shard, ...]]]:
         """``[batch][lane] -> shards`` of a lanes task: a rolling batch's shards go one per lane, a parallel
-        wave's are dealt round-robin, a sequential chain runs in one lane."""
-        return (
-            [
-                deal(wave.shards, self.lanes) + [()] * (self.lanes - min(self.lanes, len(wave.shards)))
-                for wave in self.waves
-            ]
-            if self.lanes
-            else []
-        )
+        wave's are dealt round-robin, a sequential chain runs in one lane -- as one batch (its shards one after
+        another, as batch after batch of one shard would run them, without a batch per shard)."""
+        if not self.lanes:
+            return []
+        if self.lanes == 1:
+            return [[self.shards]]
+        return [
+            deal(wave.shards, self.lanes) + [()] * (self.lanes - min(self.lanes, len(wave.shards)))
+            for wave in self.waves
+        ]
+
+    @cached_property
+    def inactive_ids(self) -> tuple[str, ...]:
+        return tuple(shard.id for shard in self.shards if not shard.active)
 
     def lane_shards(self, lane: int) -> list[tuple[Shard, ...]]:
         """The shards lane ``lane`` runs, batch by batch."""
@@ -202,7 +207,12 @@ class TaskLayout:
 
     @classmethod
     def of(cls, plan: RolloutPlan, *, rollback: bool = False, map_chunk: int | None = None) -> TaskLayout:
-        """The layout of a rollout DAG built from ``plan`` (or of the rollback DAG, whose one wave is mapped)."""
+        """The layout of a rollout DAG built from ``plan`` (or of the rollback DAG, whose one wave is mapped);
+        computed once per plan (the migrations of a folder share their plans, core/plans.memo_by_identity)."""
+        return memo_by_identity(plan, ("layout", rollback, map_chunk), lambda: cls._of(plan, rollback, map_chunk))
+
+    @classmethod
+    def _of(cls, plan: RolloutPlan, rollback: bool, map_chunk: int | None) -> TaskLayout:
         if plan.execution is Execution.LANES:
             return cls(plan, tuple(_lane_tasks(plan.waves, plan.max_parallelism)), map_chunk)
         tasks = [task for wave in plan.waves for task in _per_shard_tasks(wave, rollback=rollback, chunk=map_chunk)]
@@ -222,6 +232,11 @@ class TaskLayout:
     @property
     def shard_task_ids(self) -> list[str]:
         return [wave.task_id for wave in self.waves]
+
+    @cached_property
+    def inactive_ids(self) -> tuple[str, ...]:
+        """Ids of the inactive shards the layout covers (a rollback DAG covers every shard of the topology)."""
+        return tuple(shard_id for wave in self.waves for shard_id in wave.inactive_ids)
 
     @property
     def lanes_task(self) -> WaveTask | None:

@@ -139,6 +139,7 @@ def load_migration_dags(
     """
     from airflow.sdk import get_parsing_context
 
+    from airflow_provider_shardmigrate.core.plans import shared_plans
     from airflow_provider_shardmigrate.dags.migration import build_migration_dag
     from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
 
@@ -150,22 +151,24 @@ def load_migration_dags(
     found = load_migrations(resolve(migrations, base), allow_symlinks=shard_topology.allow_symlinks)
     # A worker parsing the file to run one task only needs that task's DAG.
     wanted = get_parsing_context().dag_id
-    dags: dict[str, Any] = {}
-    for migration in found.migrations:
-        ids = (migration_dag_id(migration.id), rollback_dag_id(migration.id))
-        if wanted is not None and wanted not in ids:
-            continue
-        try:
-            dags[ids[0]] = build_migration_dag(migration, shard_topology, requires=found.requires(migration))
-            if include_rollback:
-                dags[ids[1]] = build_rollback_dag(migration, shard_topology)
-        except ShardMigrateError as exc:
-            if not shard_topology.active_shards:
-                raise
-            dags[ids[0]] = build_invalid_migration_dag(migration.id, exc)
-    for migration_id, error in found.broken.items():
-        if wanted is None or wanted == invalid_dag_id(migration_id):
-            dags[invalid_dag_id(migration_id)] = build_invalid_migration_dag(migration_id, error)
-    if fleet_dags:
-        dags.update(_fleet_dags(found, shard_topology, topology_path, fleet, wanted))
-    return dags
+    # The migrations share the topology (and mostly their options): plan it once per shaping (core/plans.py).
+    with shared_plans():
+        dags: dict[str, Any] = {}
+        for migration in found.migrations:
+            ids = (migration_dag_id(migration.id), rollback_dag_id(migration.id))
+            if wanted is not None and wanted not in ids:
+                continue
+            try:
+                dags[ids[0]] = build_migration_dag(migration, shard_topology, requires=found.requires(migration))
+                if include_rollback:
+                    dags[ids[1]] = build_rollback_dag(migration, shard_topology)
+            except ShardMigrateError as exc:
+                if not shard_topology.active_shards:
+                    raise
+                dags[ids[0]] = build_invalid_migration_dag(migration.id, exc)
+        for migration_id, error in found.broken.items():
+            if wanted is None or wanted == invalid_dag_id(migration_id):
+                dags[invalid_dag_id(migration_id)] = build_invalid_migration_dag(migration_id, error)
+        if fleet_dags:
+            dags.update(_fleet_dags(found, shard_topology, topology_path, fleet, wanted))
+        return dags

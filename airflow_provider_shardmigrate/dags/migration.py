@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, plan_rollout
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, WaveKind, memo_by_identity, plan_rollout
 from airflow_provider_shardmigrate.core.scripts import Migration, load_migration, sibling_requirements
 from airflow_provider_shardmigrate.core.topology import Shard, Topology, load_topology
 from airflow_provider_shardmigrate.dags.common import attach_params, dag_defaults, max_map_length, migration_dag_id
@@ -95,7 +95,11 @@ class _ShardTasks:
         # otherwise each lane works through the shards dealt to it, one at a time.
         rolling = wave_task.wave.kind is WaveKind.BATCH
         lanes = 1 if rolling else wave_task.lanes
-        batches = [[wave.shards] for wave in wave_task.waves] if rolling else wave_task.lane_batches
+        batches = (
+            memo_by_identity(wave_task, "rolling batches", lambda: [[wave.shards] for wave in wave_task.waves])
+            if rolling
+            else wave_task.lane_batches
+        )
         work = register_lane_work(self.dag_id, wave_task.task_id, batches)
         return ShardLaneOperator.partial(
             task_id=wave_task.name,
@@ -224,7 +228,7 @@ def build_migration_dag(
     layout = TaskLayout.of(plan, map_chunk=chunk)
     lanes_task = layout.lanes_task
     targets = plan.targets
-    conn_ids = {shard.id: shard.conn_id for shard in targets}
+    conn_ids = plan.conn_ids
     strategy = options.strategy.value
     params = migration_params(options)
     dag_id = dag_id or migration_dag_id(migration.id)
@@ -273,7 +277,7 @@ def build_migration_dag(
             task_id=REPORT_TASK_ID,
             migration_id=migration.id,
             strategy=strategy,
-            target_shard_ids=[shard.id for shard in targets],
+            target_shard_ids=list(plan.target_ids),
             shards_of_task=layout.shards_of(),
             mapped_task_ids=[wave.task_id for wave in layout if wave.mapped and not wave.is_lanes],
             lanes_task_id=lanes_task.task_id if lanes_task else None,

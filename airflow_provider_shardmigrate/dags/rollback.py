@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shardmigrate.core.errors import InvalidTopologyError
 from airflow_provider_shardmigrate.core.options import Strategy
-from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, resolve_execution
+from airflow_provider_shardmigrate.core.plans import RolloutPlan, Wave, WaveKind, memo_by_identity, resolve_execution
 from airflow_provider_shardmigrate.core.scripts import Migration
 from airflow_provider_shardmigrate.core.selection import ALL
 from airflow_provider_shardmigrate.core.topology import Shard, Topology
@@ -46,14 +46,18 @@ def rollback_plan(migration: Migration, topology: Topology) -> RolloutPlan:
     shards = topology.shards
     if not shards:
         raise InvalidTopologyError(f"{topology.source}: the topology has no shard: nothing to roll back")
-    clash = next((shard.id for shard in shards if shard.key == ALL), None)
+    clash = memo_by_identity(shards, "rollback clash", lambda: next((s.id for s in shards if s.key == ALL), None))
     if clash is not None:
         raise InvalidTopologyError(
             f"{topology.source}: shard '{clash}' is named like the rollback selection keyword '{ALL}'; rename it"
         )
     width = min(migration.options.max_parallelism, len(shards))
     execution = resolve_execution(migration.options.execution, len(shards))
-    return RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, width),), width, execution)
+    return memo_by_identity(
+        shards,
+        ("rollback", width, execution),
+        lambda: RolloutPlan(Strategy.PARALLEL, (Wave(0, WaveKind.ALL, shards, width),), width, execution),
+    )
 
 
 def _rollback_kwargs(shards: tuple[Shard, ...]) -> list[dict[str, Any]]:
@@ -85,7 +89,7 @@ def _shard_tasks(dag_id: str, migration: Migration, layout: TaskLayout) -> list[
                     task_id=wave_task.name,
                     lanes=wave_task.lanes,
                     plan_fingerprint=work,
-                    inactive=[shard.id for shard in wave_task.shards if not shard.active],
+                    inactive=list(wave_task.inactive_ids),
                     max_active_tis_per_dagrun=wave_task.lanes,
                     map_index_template="{{ lane_label if lane_label is defined else 'lane ' ~ (ti.map_index + 1) }}",
                     **common,
@@ -128,8 +132,7 @@ def build_rollback_dag(
     topology = _as_topology(topology)
     plan = rollback_plan(migration, topology)
     layout = TaskLayout.of(plan, rollback=True, map_chunk=max_map_length())
-    shards = plan.targets
-    params = rollback_params([shard.id for shard in shards], inactive=[s.id for s in shards if not s.active])
+    params = rollback_params(list(plan.target_ids), inactive=layout.inactive_ids)
     kwargs = dag_defaults(
         description=f"Roll back {migration.id} on the selected shards whose history says it is applied"[:500],
         dag_display_name=display_name(migration, "rollback"),
@@ -143,13 +146,13 @@ def build_rollback_dag(
             task_id=PREFLIGHT_TASK_ID,
             migration_path=str(migration.path),
             migration_checksum=migration.checksum,
-            shard_conn_ids={shard.id: shard.conn_id for shard in shards},
+            shard_conn_ids=plan.conn_ids,
             plan_extra={"map_chunk": max_map_length()},
             plan=plan,
             plan_xcom_key=PLAN_XCOM_KEY,
             accepted_params=list(params),
             check_drift=False,
-            selectable_shards=[shard.id for shard in shards],
+            selectable_shards=list(plan.target_ids),
         )
         with TaskGroup(SHARDS_GROUP):
             chunks = _shard_tasks(dag.dag_id, migration, layout)
@@ -158,7 +161,7 @@ def build_rollback_dag(
             migration_id=migration.id,
             strategy="rollback",
             kind="rollback",
-            target_shard_ids=[shard.id for shard in shards],
+            target_shard_ids=list(plan.target_ids),
             shards_of_task=layout.shards_of(),
             mapped_task_ids=[wave.task_id for wave in layout if not wave.is_lanes],
             lanes_task_id=layout.lanes_task.task_id if layout.lanes_task else None,

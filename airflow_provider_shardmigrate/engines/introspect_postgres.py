@@ -8,6 +8,11 @@ each over every table of every user schema at once. Types come from ``format_typ
 Tables in ``public`` are named bare (``orders``), others qualified (``billing.orders``). Objects that
 belong to an extension (``CREATE EXTENSION postgis`` tables) are not the application's schema and are
 left out, as is the history table. PostgreSQL identifiers are compared as stored (case-sensitive).
+
+A shard whose session's current schema is not ``public`` (a schema per tenant: its connection says
+``{"options": "-c search_path=tenant_42"}``) is that schema -- where the engine keeps its history and takes its
+lock --, so only that schema's tables are read, named bare like ``public``'s: the other tenants' schemas of the
+same database are other shards, not drift, and reading them would make each shard's read grow with the fleet.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ ENGINE = "postgres"
 #: The application's tables: ordinary and partitioned, in user schemas, not owned by an extension.
 _TABLES_CTE = """
 WITH t AS (
-    SELECT c.oid, n.nspname, c.relname
+    SELECT c.oid, CASE WHEN n.nspname = pg_catalog.current_schema() THEN 'public' ELSE n.nspname END AS nspname,
+           c.relname
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p')
+      AND (pg_catalog.current_schema() IS NULL OR pg_catalog.current_schema() = 'public'
+           OR n.nspname = pg_catalog.current_schema())
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
       AND c.relname <> %s
@@ -94,7 +102,7 @@ SELECT t.nspname, t.relname, con.conname::text, con.contype::text,
            JOIN pg_catalog.pg_attribute AS a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
            ORDER BY k.ord
        ),
-       rn.nspname::text, rc.relname::text,
+       CASE WHEN rn.nspname = pg_catalog.current_schema() THEN 'public' ELSE rn.nspname::text END, rc.relname::text,
        ARRAY(
            SELECT a.attname::text
            FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, ord)

@@ -12,14 +12,15 @@ from typing import Any
 
 from airflow_provider_shardmigrate.core.status import ShardStatus
 
-#: A lane pushes each shard's status the moment it ends under ``shard:<shard_id>``.
-LANE_SHARD_KEY_PREFIX = "shard:"
-#: A lane's coordination record (lane, failures, current shard, done), read by the other lanes and progress.
+#: A lane pushes the statuses of the shards it finished as lists under ``statuses:0``, ``statuses:1``, ... (at
+#: most every ``operators.lanes.FLUSH_SECONDS``; at once when a shard ends that long after the previous push).
+LANE_STATUSES_KEY_PREFIX = "statuses:"
+#: A lane's coordination record (lane, failures, done), read by the other lanes.
 LANE_STATE_KEY = "lane_state"
 
 
-def lane_shard_key(shard_id: str) -> str:
-    return f"{LANE_SHARD_KEY_PREFIX}{shard_id}"
+def lane_statuses_key(sequence: int) -> str:
+    return f"{LANE_STATUSES_KEY_PREFIX}{sequence}"
 
 
 def statuses_in(values: Iterable[Any]) -> list[ShardStatus]:

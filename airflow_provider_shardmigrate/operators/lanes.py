@@ -7,11 +7,17 @@ timeout, resume). Lanes are ordinary mapped task instances, so Celery spreads th
 - Which shards a lane runs is decided when the DAG is built (dealt round-robin, core/plans.deal) and kept in
   a registry the DAG builder fills at parse time, so the mapped task's serialized form stays the same size
   whatever the fleet size. The run checks that every lane works from the plan the run published.
-- Each shard's status is pushed the moment it ends (XCom key ``shard:<id>``), so progress and the report see
-  it before the lane ends; the lane's ``return_value`` lists every shard it accounted for.
-- The lanes of one run coordinate through one small XCom each (``lane_state``: failures, current shard):
-  before starting a shard a lane reads the others' (at most every ``BOARD_READ_SECONDS``) and starts no
-  further shard once the failure threshold is passed.
+- The statuses of the shards a lane finished are pushed as it goes (XCom keys ``statuses:0``, ``statuses:1``,
+  ...: a list each), so progress and the report see them before the lane ends: a shard that ends at least
+  ``FLUSH_SECONDS`` after the previous push is pushed at once, quicker shards together, at most every
+  ``FLUSH_SECONDS`` (a failure at once). The lane's ``return_value`` lists every shard it accounted for. Which
+  shard a running lane is on follows from the deal (the first of its shards without a status), so nothing
+  else is pushed: at most one Airflow call per shard -- 50 lanes of sub-second shards would otherwise keep a
+  single api-server busy with their bookkeeping -- plus the board read below.
+- The lanes of one run coordinate through one small XCom each (``lane_state``: failures, done), published when
+  a shard of the lane fails and when the lane ends: before starting a shard a lane reads the others' (at most
+  every 0.5 s, up to 1 s with 50 lanes: ``board_interval``) and starts no further shard once the failure
+  threshold is passed.
 - Rolling batches run inside one lane instance with ``max_parallelism`` worker threads, batch k+1 after
   batch k: a barrier across task instances would deadlock when the deployment has fewer free slots than
   lanes.
@@ -19,7 +25,9 @@ timeout, resume). Lanes are ordinary mapped task instances, so Celery spreads th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,15 +39,30 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
 from airflow_provider_shardmigrate.core.topology import Shard
-from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY, gate_refused, lane_shard_key
+from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY, gate_refused, lane_statuses_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_shardmigrate.core.outcomes import HaltPolicy
 
-#: How often a lane re-reads the other lanes' state (a stop is seen within about this long after a shard).
-BOARD_READ_SECONDS = 0.2
+#: How often at most a lane re-reads the other lanes' state before starting a shard: every 0.5 s, up to every
+#: 1 s with 50 lanes or more (``board_interval``) -- a failure elsewhere stops it within that long plus one
+#: read, and the lanes of one run read the board at most 50 times a second together.
+BOARD_READ_SECONDS = 0.5
+BOARD_READS_PER_SECOND = 50
+#: How often at most a lane pushes the statuses of the shards it finished (a shard that ends later than this
+#: after the previous push is pushed at once; a failure at once): 50 lanes of quick shards, 50 pushes a second.
+FLUSH_SECONDS = 1.0
+
+
+def board_interval(lanes: int) -> float:
+    """Seconds between two board reads of a lane: BOARD_READ_SECONDS, longer when many lanes would read together
+    more than BOARD_READS_PER_SECOND times a second, never above 1 s (a stop must be seen within about a
+    second)."""
+    return min(1.0, max(BOARD_READ_SECONDS, lanes / BOARD_READS_PER_SECOND))
+
+
 #: Grid label length limit (Airflow keeps at most 250 characters of a rendered map index).
 LABEL_LIMIT = 240
 
@@ -55,9 +78,12 @@ def work_key(dag_id: str, task_id: str) -> str:
 
 
 def register_lane_work(dag_id: str, task_id: str, batches: list[list[tuple[Shard, ...]]]) -> str:
-    """Record what the lanes of ``task_id`` run (called by the DAG builder); returns the fingerprint."""
+    """Record what the lanes of ``task_id`` run (called by the DAG builder); returns the fingerprint (computed
+    once per batches object: the DAGs of one topology share their layouts, see core/plans.memo_by_identity)."""
+    from airflow_provider_shardmigrate.core.plans import memo_by_identity
+
     _LANE_WORK[work_key(dag_id, task_id)] = batches
-    return fingerprint(batches)
+    return memo_by_identity(batches, "fingerprint", lambda: fingerprint(batches))
 
 
 def lane_assignments(dag_id: str, task_id: str) -> list[list[Shard]]:
@@ -72,7 +98,7 @@ def fingerprint(batches: Sequence[Sequence[Sequence[Shard]]]) -> str:
     digest = hashlib.sha256()
     for batch in batches:
         for lane in batch:
-            digest.update("\0".join(shard.id for shard in lane).encode() + b"\1")
+            digest.update("\0".join([shard.id for shard in lane]).encode() + b"\1")
         digest.update(b"\2")
     return digest.hexdigest()[:16]
 
@@ -91,32 +117,121 @@ def lane_label(lane: int, lanes: int, shards: Sequence[Shard]) -> str:
 
 @dataclass
 class LaneBoard:
-    """The lanes of one run telling each other their failures, through one XCom per lane."""
+    """The lanes of one run telling each other their failures, through one XCom per lane.
+
+    Read in the lane's own thread when a read is due (at most every ``interval`` seconds), or -- ``background``
+    -- by the lane's :class:`_Courier` every ``interval`` seconds, the lane then using what it read last.
+    """
 
     ti: Any
     task_id: str
     lane: int
+    #: Seconds between two reads (:func:`board_interval`).
+    interval: float = BOARD_READ_SECONDS
+    background: bool = False
+    log: Any = None
     failures: int = 0
     _peers: list[dict[str, Any]] = field(default_factory=list)
-    _read_at: float = 0.0
+    _read_at: float = float("-inf")
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def publish(self, current: str | None, *, done: bool = False) -> None:
-        state = {"lane": self.lane, "failures": self.failures, "current": current, "done": done}
-        self.ti.xcom_push(key=LANE_STATE_KEY, value=state)
+    @property
+    def read_at(self) -> float:
+        return self._read_at
+
+    def state(self, *, done: bool = False) -> dict[str, Any]:
+        return {"lane": self.lane, "failures": self.failures, "done": done}
+
+    def publish(self, *, done: bool = False) -> None:
+        self.ti.xcom_push(key=LANE_STATE_KEY, value=self.state(done=done))
+
+    def refresh(self) -> None:
+        """Read the other lanes' state now (one call); log when their failures grew."""
+        values = self.ti.xcom_pull(task_ids=[self.task_id], key=LANE_STATE_KEY) or []
+        peers = [v for v in values if isinstance(v, dict) and v.get("lane") != self.lane]
+        with self._lock:
+            before = self._elsewhere()
+            self._peers, self._read_at = peers, time.monotonic()
+            after = self._elsewhere()
+        if after > before and self.log is not None:
+            self.log.info("lane %d: the other lanes report %d failed shard(s)", self.lane + 1, after)
 
     def failed_elsewhere(self) -> int:
-        """Failures the other lanes have published (re-read at most every BOARD_READ_SECONDS)."""
+        """Failures the other lanes have published (re-read here when due, unless read in the background)."""
+        if not self.background and time.monotonic() - self._read_at >= self.interval:
+            self.refresh()
         with self._lock:
-            if time.monotonic() - self._read_at >= BOARD_READ_SECONDS:
-                values = self.ti.xcom_pull(task_ids=[self.task_id], key=LANE_STATE_KEY) or []
-                self._peers = [v for v in values if isinstance(v, dict) and v.get("lane") != self.lane]
-                self._read_at = time.monotonic()
-            return sum(int(peer.get("failures") or 0) for peer in self._peers)
+            return self._elsewhere()
+
+    def _elsewhere(self) -> int:
+        return sum(int(peer.get("failures") or 0) for peer in self._peers)
 
     def note_failure(self) -> None:
         with self._lock:
             self.failures += 1
+
+
+def threadsafe_comms() -> bool:
+    """Whether this task talks to Airflow through the supervisor's socket channel, which serves one request at
+    a time under a lock of its own (safe from a second thread) -- not ``dag.test()``'s in-process channel, which
+    swaps a module global for every request. Reads an Airflow internal (docs/architecture.md)."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.comms import CommsDecoder
+    except ImportError:  # pragma: no cover - an Airflow without them: the lane talks to it itself
+        return False
+    return isinstance(getattr(task_runner, "SUPERVISOR_COMMS", None), CommsDecoder)
+
+
+class _Courier:
+    """A lane's Airflow calls on a thread of their own, so its shards never wait for the api-server: what the
+    lane hands it is pushed in order, and (when the lane has a failure threshold) the board is re-read every
+    ``board.interval`` seconds. While it runs, the lane's own thread makes no XCom call (a shard's connection
+    lookup may still ask the supervisor: the channel's lock serves the two threads one at a time). A failed call
+    is raised in the lane at its next hand-over (or when the courier is closed)."""
+
+    def __init__(self, ti: Any, board: LaneBoard, *, watch: bool) -> None:
+        self.ti, self.board, self.watch = ti, board, watch
+        self.error: BaseException | None = None
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=f"lane-{board.lane + 1}-courier", daemon=True)
+
+    def start(self) -> None:
+        if self.watch:
+            self.board.refresh()  # before the first shard: a lane starting after a failure elsewhere starts nothing
+        self._thread.start()
+
+    def push(self, key: str, value: Any) -> None:
+        self.raise_error()
+        self._queue.put((key, value))
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Push what is left, stop, and raise the error of a call that failed."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+        self.raise_error()
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                due = self.board.read_at + self.board.interval if self.watch else None
+                try:
+                    item = self._queue.get(timeout=None if due is None else max(0.0, due - time.monotonic()))
+                except queue.Empty:
+                    self.board.refresh()
+                    continue
+                if item is None:
+                    return
+                self.ti.xcom_push(key=item[0], value=item[1])
+                if due is not None and time.monotonic() >= due:  # pushes never hold the reads back
+                    self.board.refresh()
+        except BaseException as exc:  # handed to the lane's thread
+            self.error = exc
 
 
 def observed(shard: Shard, *, migration_id: str, strategy: str, work: Callable[[], ShardStatus]) -> ShardStatus:
@@ -143,7 +258,13 @@ class _Lane:
     policy: HaltPolicy
     dry_run: bool
     board: LaneBoard
+    #: The thread making the lane's Airflow calls (None: the lane's own thread makes them, e.g. in dag.test()).
+    courier: _Courier | None = None
     statuses: dict[str, ShardStatus] = field(default_factory=dict)
+    #: Finished shards not pushed yet, the number of pushes so far, and when the last one was.
+    unpushed: list[ShardStatus] = field(default_factory=list)
+    pushes: int = 0
+    pushed_at: float = float("-inf")
 
     def halted(self) -> bool:
         if self.dry_run or self.policy.max_failed is None:
@@ -162,17 +283,38 @@ class _Lane:
         return self.action(shard)
 
     def finish(self, status: ShardStatus) -> None:
-        """Publish a shard's status the moment it is known, and a failure to the other lanes."""
-        if status.outcome is Outcome.FAILED:
-            self.board.note_failure()
-            self.board.publish(None)
+        """Record a shard's status and push it (with the ones before it not pushed yet) unless the last push was
+        less than FLUSH_SECONDS ago; a failure is pushed at once, and told to the other lanes."""
         self._record(status, push=True)
+        failed = status.outcome is Outcome.FAILED
+        if failed:
+            self.board.note_failure()
+        self.flush(force=failed)
+        if failed:
+            self.publish_state()
+
+    def publish_state(self, *, done: bool = False) -> None:
+        self._send(LANE_STATE_KEY, self.board.state(done=done))
+
+    def _send(self, key: str, value: Any) -> None:
+        if self.courier is not None:
+            self.courier.push(key, value)
+        else:
+            self.context["ti"].xcom_push(key=key, value=value)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Push the statuses not pushed yet as one XCom (``statuses:<n>``): now if ``force``, else when the last
+        push was at least FLUSH_SECONDS ago."""
+        if not self.unpushed or (not force and time.monotonic() - self.pushed_at < FLUSH_SECONDS):
+            return
+        self._send(lane_statuses_key(self.pushes), [status.to_xcom() for status in self.unpushed])
+        self.unpushed, self.pushes, self.pushed_at = [], self.pushes + 1, time.monotonic()
 
     def run_one(self, shard: Shard) -> None:
         if self.halted():
             self.skip([shard])
             return
-        self.board.publish(shard.id)
+        self.flush()  # statuses held back while earlier shards were quick: before a shard that may take long
         self.finish(self.apply(shard))
 
     def run_batch(self, shards: Sequence[Shard], workers: int) -> None:
@@ -181,7 +323,7 @@ class _Lane:
         if self.halted():
             self.skip(shards)
             return
-        self.board.publish(", ".join(shard.id for shard in shards))
+        self.flush()
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(shards)))) as pool:
             for done in as_completed([pool.submit(self.apply, shard) for shard in shards]):
                 self.finish(done.result())
@@ -189,7 +331,7 @@ class _Lane:
     def _record(self, status: ShardStatus, *, push: bool) -> None:
         self.statuses[status.shard_id] = status
         if push:
-            self.context["ti"].xcom_push(key=lane_shard_key(status.shard_id), value=status.to_xcom())
+            self.unpushed.append(status)
         detail = f" [{status.error_code}] {status.error_message}" if status.error_code else ""
         log = self.operator.log
         log.info("shard %s: %s (%d ms)%s", status.shard_id, status.outcome.value, status.duration_ms, detail)
@@ -301,17 +443,22 @@ class ShardLaneOperator(BaseOperator):
             raise AirflowSkipException(f"not started: {', '.join(self.requires)} refused the rollout")
         params = context["params"]
         dry_run = bool(params.get("dry_run"))
-        lane = _Lane(
-            self,
-            context,
-            self.shard_action(context, dry_run),
-            self._policy(params),
-            dry_run,
-            LaneBoard(ti, self.task_id, self.lane),
-        )
-        for batch in batches:
-            self._run_batch(lane, batch)
-        lane.board.publish(None, done=True)
+        lane = self._lane(context, dry_run)
+        try:
+            if lane.courier is not None:
+                lane.courier.start()
+            for batch in batches:
+                self._run_batch(lane, batch)
+        except BaseException:  # stopped by Airflow (timeout, termination): keep what the shards that ended said
+            with contextlib.suppress(BaseException):
+                lane.flush(force=True)
+                if lane.courier is not None:
+                    lane.courier.close(timeout=5)
+            raise
+        lane.flush(force=True)
+        lane.publish_state(done=True)
+        if lane.courier is not None:
+            lane.courier.close()
         results = [lane.statuses[shard.id].to_xcom() for shard in shards if shard.id in lane.statuses]
         failed = [s for s in lane.statuses.values() if s.outcome is Outcome.FAILED]
         if failed:
@@ -321,6 +468,17 @@ class ShardLaneOperator(BaseOperator):
                 + "; ".join(f"{s.shard_id} [{s.error_code}]" for s in failed[:20])
             )
         return results
+
+    def _lane(self, context: Context, dry_run: bool) -> _Lane:
+        """The lane's run; its Airflow calls on a courier thread when the channel to Airflow allows a second
+        thread (a real task process; not dag.test())."""
+        ti = context["ti"]
+        policy = self._policy(context["params"])
+        threaded = threadsafe_comms()
+        board = LaneBoard(ti, self.task_id, self.lane, board_interval(self.lanes), background=threaded, log=self.log)
+        watch = not dry_run and policy.max_failed is not None
+        courier = _Courier(ti, board, watch=watch) if threaded else None
+        return _Lane(self, context, self.shard_action(context, dry_run), policy, dry_run, board, courier)
 
     def _run_batch(self, lane: _Lane, batch: tuple[Shard, ...]) -> None:
         """A lane's shards one at a time (each checking the threshold first), or a rolling batch at once."""

@@ -50,7 +50,7 @@ class MigrationPreflightOperator(BaseOperator):
         *,
         migration_path: str,
         migration_checksum: str,
-        shard_conn_ids: dict[str, str],
+        shard_conn_ids: Mapping[str, str],
         plan: RolloutPlan | None = None,
         plan_extra: Mapping[str, Any] | None = None,
         plan_xcom_key: str = "plan",

@@ -6,7 +6,8 @@ core/outcomes.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_shardmigrate.core.approval import ApprovalDecision
 from airflow_provider_shardmigrate.core.status import MigrationResult, Outcome, Refusal, ShardStatus
-from airflow_provider_shardmigrate.operators._context import pull_statuses, task_states
+from airflow_provider_shardmigrate.operators._context import pull_statuses, statuses_in, task_states
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -44,7 +45,7 @@ class AutoRollbackOperator(BaseOperator):
         self,
         *,
         shard_task_ids: Sequence[str],
-        shard_conn_ids: dict[str, str],
+        shard_conn_ids: Mapping[str, str],
         lanes: int = 0,
         max_items: int = 1024,
         **kwargs: Any,
@@ -72,7 +73,7 @@ class AutoRollbackOperator(BaseOperator):
 
 
 def rollback_items(
-    shard_ids: Sequence[str], conn_ids: dict[str, str], *, lanes: int, max_items: int
+    shard_ids: Sequence[str], conn_ids: Mapping[str, str], *, lanes: int, max_items: int
 ) -> list[dict[str, Any]]:
     """The mapped rollback task's inputs: one shard each, unless lanes (or more shards than ``max_items``)."""
     from airflow_provider_shardmigrate.core.plans import deal
@@ -150,9 +151,8 @@ class MigrationReportOperator(BaseOperator):
         return [*self.shards_of_task, *([self.lanes_task_id] if self.lanes_task_id else [])]
 
     def _recover_lanes(self, context: Context, reported: Sequence[ShardStatus]) -> tuple[list[ShardStatus], list[str]]:
-        """For a lane that ended without its result (killed): the shard statuses it pushed one by one, and the
+        """For a lane that ended without its result (killed): the shard statuses it pushed as it went, and the
         shard it was on when it died (lost: it may be half-way); its other shards stay unreported (pending)."""
-        from airflow_provider_shardmigrate.operators._context import lane_shard_key
         from airflow_provider_shardmigrate.operators.lanes import lane_assignments
 
         if not self.lanes_task_id:
@@ -165,13 +165,25 @@ class MigrationReportOperator(BaseOperator):
         for lane, shards in enumerate(lane_assignments(ti.dag_id, self.lanes_task_id)):
             if states.get((self.lanes_task_id, lane)) != "failed" or any(s.id.casefold() in seen for s in shards):
                 continue  # the lane reported, had nothing to do, or never ran (its shards stay pending)
+            pushed = {status.shard_id: status for status in self._pushed_by(ti, lane)}
             for shard in shards:
-                value = ti.xcom_pull(task_ids=self.lanes_task_id, map_indexes=lane, key=lane_shard_key(shard.id))
-                if not ShardStatus.is_xcom(value):
+                if shard.id not in pushed:
                     lost.append(shard.id)  # the shard it was on when it died
                     break
-                recovered.append(ShardStatus.from_xcom(value))
+                recovered.append(pushed[shard.id])
         return recovered, lost
+
+    def _pushed_by(self, ti: Any, lane: int) -> list[ShardStatus]:
+        """The statuses lane ``lane`` pushed as it went (``statuses:0``, ``statuses:1``, ... until one is missing)."""
+        from airflow_provider_shardmigrate.operators._context import lane_statuses_key
+
+        found: list[ShardStatus] = []
+        for sequence in itertools.count():
+            value = ti.xcom_pull(task_ids=self.lanes_task_id, map_indexes=lane, key=lane_statuses_key(sequence))
+            if not isinstance(value, list):
+                return found
+            found += statuses_in([value])
+        return found
 
     def _lost(self, context: Context, reported: Sequence[ShardStatus]) -> list[str]:
         """Shards whose task ended ``failed`` without pushing a status (worker lost, task killed)."""

@@ -91,3 +91,32 @@ def test_rolled_back_shards_are_not_counted_as_completed(sqlite_fleet, write_mig
     assert data["shards"] == {"r0": "rolled_back", "r1": "rolled_back", "r2": "failed"}
     assert (data["completed_shards"], data["rolled_back_shards"], data["failed_shards"]) == (0, 2, 1)
     assert data["phase"] == "RolledBack"
+
+
+@pytest.mark.parametrize("strategy", ["parallel", "sequential", "rolling"])
+def test_a_running_lane_is_on_the_first_of_its_shards_without_a_status(strategy):
+    """Lanes push the statuses of the shards they finished (``statuses:<n>``) and nothing else while they work:
+    progress finds the shard a running lane is on from the deal (lane i: shards i, i+L, ...), a rolling lane's
+    from its current batch."""
+    from airflow_provider_shardmigrate.core.options import Execution
+    from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
+    from airflow_provider_shardmigrate.core.topology import Shard
+    from airflow_provider_shardmigrate.dags.layout import TaskLayout, lane_statuses_key
+    from airflow_provider_shardmigrate.progress import RunRecord, shard_outcomes
+
+    shards = tuple(Shard(f"s{i}", f"s{i}") for i in range(7))
+    options = MigrationOptions(strategy=Strategy(strategy), max_parallelism=3, execution=Execution.LANES)
+    layout = TaskLayout.of(plan_rollout(shards, options))
+    done = ShardStatus("s0", Outcome.SUCCEEDED, 5, None, None).to_xcom()
+    record = RunRecord(
+        tasks=[("shards.lanes", 0, "running"), ("shards.lanes", 1, "running"), ("shards.lanes", 2, "success")],
+        xcoms=[("shards.lanes", lane_statuses_key(0), [done])],
+    )
+    outcomes, running = shard_outcomes(layout, record)
+    assert outcomes == {"s0": Outcome.SUCCEEDED}
+    expected = {
+        "parallel": ["s3", "s1"],  # lane 1 ran s0 and is on s3; lane 2 on s1; lane 3 is not running
+        "sequential": ["s1"],  # one lane, in topology order
+        "rolling": ["s1", "s2"],  # one lane instance, batch (s0, s1, s2) at once
+    }[strategy]
+    assert running == expected

@@ -404,3 +404,41 @@ def test_connections_are_read_only_and_bounded_in_the_server(fleet_factory, engi
             assert 0 < float(limit) <= 20 and 1 <= int(wait) <= 20
             with pytest.raises(Exception, match="READ ONLY"):
                 cursor.execute("INSERT INTO t VALUES (1)")
+
+
+# -- a schema per shard ---------------------------------------------------------------------------------------
+
+
+def test_a_schema_per_shard_is_read_alone_and_compared_with_the_other_schemas(postgres_server, tmp_path, monkeypatch):
+    """Tenants as schemas of one database (each connection's search_path names its schema): a shard is read as
+    its own schema only, its tables named bare -- the other tenants are not drift, and a shard's read does not
+    grow with the number of tenants -- and a tenant whose table differs is reported against the others."""
+    import json
+
+    from tests.server_fixtures import PG_HOST, PG_PORT, PG_USER, pg_connect
+
+    database = postgres_server.create_database()
+    tenants = [f"tenant_{i}" for i in range(4)]
+    with pg_connect(database) as conn:
+        for tenant in tenants:
+            conn.execute(f"CREATE SCHEMA {tenant}")
+            conn.execute(f"CREATE TABLE {tenant}.parent (id integer PRIMARY KEY)")
+            extra = ", note text" if tenant == "tenant_3" else ""
+            conn.execute(
+                f"CREATE TABLE {tenant}.customers (id integer PRIMARY KEY, "
+                f"parent_id integer REFERENCES {tenant}.parent (id){extra})"
+            )
+    for tenant in tenants:
+        spec = {"conn_type": "postgres", "host": PG_HOST, "port": PG_PORT, "login": PG_USER, "schema": database}
+        spec["extra"] = {"options": f"-c search_path={tenant}"}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{tenant.upper()}", json.dumps(spec))
+    schema = introspect_shard(Shard("tenant-0", "tenant_0"), DriftDepth.FULL, timeout=30)
+    assert sorted(schema.tables) == ["customers", "parent"]
+    foreign = [c for c in schema.tables["customers"].constraints if c.kind.value == "foreign"]
+    assert [c.ref_table for c in foreign] == ["parent"]  # its own schema's table, named bare too
+    topology = write_topology(tmp_path / "tenants.yaml", [t.replace("_", "-") for t in tenants])
+    report = detect_drift(topology, depth=DriftDepth.TABLES_AND_COLUMNS, max_workers=4)
+    assert not report.errors, report.errors
+    assert {shard for shard, diffs in report.diffs.items() if diffs} == {"tenant-3"}
+    (diff,) = report.diffs["tenant-3"]
+    assert diff.table == "customers" and [c.name for c in diff.columns] == ["note"]

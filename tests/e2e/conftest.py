@@ -107,10 +107,13 @@ def _build(
         "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT_S),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+        # A task instance's hostname is its Celery worker's node name (tests/e2e/hostname.py): the two workers
+        # of this machine stand for two machines, and the lanes tests tell them apart through the REST API.
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.e2e.hostname.worker_hostname",
         **otlp.environment(),
     }
     fault_shards = scenarios.FAULT_PAIR + scenarios.FAULT_FLEET
-    pg_shards = scenarios.REST_PG + scenarios.CONC_SHARDS + scenarios.DRIFT_SHARDS
+    pg_shards = scenarios.REST_PG + scenarios.CONC_SHARDS + scenarios.DRIFT_SHARDS + scenarios.LANES_SHARDS
     pg_shards += [s for s in fault_shards if "-pg" in s]
     for shard_id in pg_shards:
         if shard_id == scenarios.CONC_FAILING:
@@ -125,6 +128,7 @@ def _build(
     projects = [
         ("rest", scenarios.REST_SHARDS, scenarios.REST_MIGRATIONS),
         ("conc", scenarios.CONC_SHARDS, scenarios.CONC_MIGRATIONS),
+        ("lanes", scenarios.LANES_SHARDS, scenarios.LANES_MIGRATIONS),
         ("fault_pair", scenarios.FAULT_PAIR, [scenarios.FAULT_KILL, scenarios.FAULT_TWICE]),
         (
             "fault_fleet",

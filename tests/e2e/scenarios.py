@@ -144,3 +144,48 @@ FAULT_BROKER_DOWN = fault_migration("brokerdown")
 #: API once the servers are up.
 FAULT_PRIVATE = ["fr-pg", "fr-my"]
 FAULT_SERVER = fault_migration("server")
+
+
+# -- lanes (tests/e2e/test_lanes.py): 12 PostgreSQL shards, lanes forced (execution: lanes) ---------------
+LANES_SHARDS = [f"lpg-{i}" for i in range(12)]
+#: Six lanes of two shards each (lane i: lpg-i, lpg-(i+6)): more lanes than one worker has slots (4), so
+#: while the test holds every shard's DDL, the lanes run on both workers.
+LANES_WIDE = 6
+#: The row a test inserts into one shard (inside the transaction whose row lock holds that shard's DDL) to make
+#: the stop migration fail there, at the moment the test chooses.
+LANES_POISON = "e2e-lanes-poison"
+
+
+def lanes_migration(name: str, up: str, max_parallelism: int, **options: object) -> MigrationSpec:
+    """A lanes-mode migration over LANES_SHARDS whose first statement adds a column to ``customers``: it waits
+    for the row lock the test holds on that table (``SELECT ... FOR UPDATE``), so when a shard ends is the
+    test's choice. The preflight's drift gate is off: the stop test leaves the fleet differing on purpose
+    (its pending shards never got the column), and the lanes tests must not depend on their order."""
+    return MigrationSpec(
+        f"e2e_lanes_{name}",
+        up=up,
+        down=f"ALTER TABLE customers DROP COLUMN e2e_lanes_{name};",
+        options={
+            "strategy": "parallel",
+            "execution": "lanes",
+            "max_parallelism": max_parallelism,
+            "stop_on_first_failure": False,
+            "validate_before_apply": False,
+            **INDEPENDENT,
+            **options,
+        },
+    )
+
+
+LANES_SPREAD = lanes_migration("spread", "ALTER TABLE customers ADD COLUMN e2e_lanes_spread INT;", LANES_WIDE)
+LANES_STOP = lanes_migration(
+    "stop",
+    "ALTER TABLE customers ADD COLUMN e2e_lanes_stop INT;\n"
+    f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM customers WHERE name = '{LANES_POISON}') THEN "
+    "RAISE EXCEPTION 'e2e: poisoned shard'; END IF; END $$;",
+    LANES_WIDE,
+    stop_on_first_failure=True,
+)
+#: Two lanes of six shards (lane 0: lpg-0, lpg-2, ...; lane 1: lpg-1, lpg-3, ...).
+LANES_PROGRESS = lanes_migration("progress", "ALTER TABLE customers ADD COLUMN e2e_lanes_progress INT;", 2)
+LANES_MIGRATIONS = [LANES_SPREAD, LANES_STOP, LANES_PROGRESS]
