@@ -4,9 +4,9 @@ ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
 FROM ${AIRFLOW_IMAGE}
 
 ARG AIRFLOW_VERSION=3.3.2
-# The extras of the shard databases the compose file migrates (PostgreSQL and MySQL shards). Add sqlite for SQLite
-# shard files, or build with --build-arg SHARDMIGRATE_EXTRAS=all for every database family.
-ARG SHARDMIGRATE_EXTRAS=postgres,mysql
+# The extras of the shard databases the compose file defines (PostgreSQL, MySQL, and SQL Server and MongoDB behind
+# profiles). Add sqlite for SQLite shard files, or build with --build-arg SHARDMIGRATE_EXTRAS=all for every family.
+ARG SHARDMIGRATE_EXTRAS=postgres,mysql,mssql,mongo
 # Only what the wheel build needs (see .dockerignore): no tests, no virtualenv, no caches.
 COPY --chown=airflow:0 pyproject.toml README.md /opt/shardmigrate/
 COPY --chown=airflow:0 airflow_provider_shardmigrate /opt/shardmigrate/airflow_provider_shardmigrate
@@ -17,4 +17,4 @@ COPY --chown=airflow:0 airflow_provider_shardmigrate /opt/shardmigrate/airflow_p
 # The FAB provider backs the compose file's auth manager (FabAuthManager, users created by airflow-init).
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" apache-airflow-providers-fab \
         "celery>=5.5,<5.7" "/opt/shardmigrate[${SHARDMIGRATE_EXTRAS}]" \
-    && python -c "import airflow_provider_shardmigrate, airflow.providers.postgres, airflow.providers.mysql, airflow.providers.celery, airflow.providers.fab"
+    && python -c "import airflow_provider_shardmigrate, airflow.providers.postgres, airflow.providers.mysql, airflow.providers.microsoft.mssql, airflow.providers.mongo, airflow.providers.celery, airflow.providers.fab"

@@ -210,3 +210,73 @@ def test_lanes_and_chunked_tasks_catch_up_like_per_shard_tasks(
     for shard_id in shard_ids:
         expected = IDS[:2] if shard_id == "s3" else IDS
         assert sorted(sqlite_fleet.history(shard_id)) == expected, shard_id
+
+
+@pytest.mark.slow
+def test_a_fleet_whose_migration_dags_were_run_by_hand_out_of_order(
+    sqlite_fleet, tmp_path, write_migration, dag_runner
+):
+    """The per-migration DAGs were triggered by hand in another order than the ids (an independent 003 first),
+    and 003 was rolled back on one shard: the catch-up fills each shard's gaps in id order and leaves alone what a
+    shard already holds."""
+    from airflow_provider_shardmigrate.dags.migration import build_migration_dag
+    from airflow_provider_shardmigrate.dags.rollback import build_rollback_dag
+
+    shard_ids = ["s0", "s1", "s2"]
+    for shard_id in shard_ids:
+        sqlite_fleet.add(shard_id)
+    (tmp_path / "shards.yaml").write_text(sqlite_fleet.topology(shard_ids))
+    write_migration("001_orders", up="CREATE TABLE h_orders (id INT);", down="DROP TABLE h_orders;")
+    write_migration("002_orders_idx", up="CREATE INDEX idx_h_orders ON h_orders (id);", down="DROP INDEX idx_h_orders;")
+    write_migration(
+        "003_notes",
+        up="CREATE TABLE h_notes (id INT);",
+        down="DROP TABLE h_notes;",
+        options={"depends_on": []},  # independent: it may run before 001 and 002
+    )
+    found = load_migrations(tmp_path / "migrations")
+    topology = load_topology(tmp_path / "shards.yaml")
+    m1, _, m3 = found.migrations
+
+    # by hand: 003's DAG first on the whole fleet, its rollback DAG on s1, and 001 on s2 alone (through the
+    # per-shard protocol its shard task runs: its DAG would target every shard)
+    assert dag_runner(build_migration_dag(m3, topology)).state == "success"
+    assert dag_runner(build_rollback_dag(m3, topology), {"shards": ["s1"]}).state == "success"
+    assert apply_to_shard(topology.get("s2"), m1).outcome == "succeeded"
+    held_before = {sid: sqlite_fleet.history(sid) for sid in shard_ids}
+    assert {sid: sorted(m for m, r in h.items() if r["status"] == "applied") for sid, h in held_before.items()} == {
+        "s0": ["003_notes"],
+        "s1": [],
+        "s2": ["001_orders", "003_notes"],
+    }
+
+    dry = dag_runner(
+        load_migration_dags(tmp_path / "migrations", tmp_path / "shards.yaml", base_dir=tmp_path)[
+            "shardmigrate_catchup"
+        ],
+        {"dry_run": True},
+    )
+    assert {sid: s["would_apply"] for sid, s in dry.report["shards"].items()} == {
+        "s0": ["001_orders", "002_orders_idx"],
+        "s1": ["001_orders", "002_orders_idx", "003_notes"],
+        "s2": ["002_orders_idx"],
+    }
+    run = dag_runner(
+        load_migration_dags(tmp_path / "migrations", tmp_path / "shards.yaml", base_dir=tmp_path)[
+            "shardmigrate_catchup"
+        ]
+    )
+    assert run.state == "success", run.tasks
+    applied = {sid: s["applied"] for sid, s in run.report["shards"].items()}
+    assert applied == {sid: s["would_apply"] for sid, s in dry.report["shards"].items()}
+    for shard_id in shard_ids:
+        history = sqlite_fleet.history(shard_id)
+        assert {m: r["status"] for m, r in history.items()} == dict.fromkeys(
+            ["001_orders", "002_orders_idx", "003_notes"], "applied"
+        ), shard_id
+        for mid, row in held_before[shard_id].items():  # what a shard held was not run again
+            if row["status"] == "applied":
+                assert history[mid]["applied_at"] == row["applied_at"] and history[mid]["run_id"] == row["run_id"]
+    # s1's 003 was rolled back by hand, so the catch-up applied it again, after 001 and 002
+    s1 = sqlite_fleet.history("s1")
+    assert s1["003_notes"]["run_id"] == s1["001_orders"]["run_id"] == run.run_id

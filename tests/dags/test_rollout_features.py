@@ -247,6 +247,10 @@ def test_canary_validation_query_gates_the_fleet(sqlite_fleet, write_migration, 
     assert preflight["conflicts"] == {"customers": ["s1", "s2"]}
     assert "table 'customers': s1, s2 differ from s0" in preflight["error_message"]
     assert refused.outcomes() == {"s0": "pending", "s1": "pending", "s2": "pending"}
+    # The report carries the refusal's code and the drifted table, where the run's summary is read.
+    assert refused.report is not None and refused.report["refused"]["code"] == "shardmigrate.drift_detected"
+    assert "table 'customers': s1, s2 differ from s0" in refused.report["refused"]["reason"]
+    assert refused.report["halted_reason"].startswith("refused before any shard started: [shardmigrate.drift_detected]")
     assert "idx_ok" not in sqlite_fleet.objects("s0")
 
     # Rolling the canary back makes the fleet consistent again; now the gate opens.
@@ -269,6 +273,26 @@ def test_invalid_conf_is_rejected_naming_the_param(sqlite_fleet, write_migration
     with pytest.raises(ParamValidationError, match="stop_on_first_failure"):
         dag.test(run_conf={"stop_on_first_failure": "yes"})
     assert sqlite_fleet.history("s0") == {}
+
+
+@pytest.mark.parametrize("kind", ["rollout", "rollback"])
+def test_a_misspelled_conf_key_refuses_the_run_before_any_shard(kind, sqlite_fleet, write_migration, dag_runner):
+    topology = fleet(sqlite_fleet, count=2)
+    migration = write_migration("065_typo", options={"strategy": "parallel"})
+    if kind == "rollback":
+        assert dag_runner(build_migration_dag(migration, topology)).state == "success"
+    before = {sid: sqlite_fleet.history(sid) for sid in sqlite_fleet.paths}
+    build = build_migration_dag if kind == "rollout" else build_rollback_dag
+    # `dryrun` is not a Param: without this check the run would do real DDL, as if dry_run were off.
+    run = dag_runner(
+        build(migration, topology), {"dryrun": True, "shards": ["all"]} if kind == "rollback" else {"dryrun": True}
+    )
+    assert run.state == "failed"
+    assert run.report is not None and run.report["refused"]["code"] == "shardmigrate.invalid_params"
+    reason = run.report["refused"]["reason"]
+    assert "unknown conf key(s) 'dryrun'" in reason and "dry_run" in reason and "nothing was run" in reason
+    assert {sid: sqlite_fleet.history(sid) for sid in sqlite_fleet.paths} == before
+    assert (INDEX in sqlite_fleet.objects("s0")) == (kind == "rollback")
 
 
 def test_params_default_from_migration_yaml(sqlite_fleet, write_migration):
