@@ -71,6 +71,11 @@ class ShardEngine(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def cancel(self) -> None:
+        """Stop the statement in flight; called from another thread when the process is told to stop
+        (engines/stop.py). Engines that cannot leave it to their in-database deadline (this default)."""
+        return None
+
     @abstractmethod
     def ensure_history_table(self) -> None: ...
 

@@ -216,8 +216,17 @@ class DbApiEngine(ShardEngine):
                 cursor.execute(sql, params)
             if cursor.description:
                 cursor.fetchall()  # a statement that returns rows is drained before the next one
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # a signal handler raised while the driver waited
+                self._settle_after_interrupt()
+            raise
         finally:
             cursor.close()  # mysqlclient drains further result sets (CALL) here
+
+    def _settle_after_interrupt(self) -> None:
+        """Leave the connection usable after a signal's exception interrupted a statement (the failure must
+        still be recorded and the lock released on it). Drivers that return only with the statement (mysqlclient,
+        psycopg2) have nothing pending; psycopg 3 waits in Python and is left mid-statement (PostgreSQL)."""
 
     def _fetchone(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         rows = self._fetchall(sql, params)
@@ -231,6 +240,10 @@ class DbApiEngine(ShardEngine):
             else:
                 cursor.execute(sql, params)
             return list(cursor.fetchall()) if cursor.description else []
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._settle_after_interrupt()
+            raise
         finally:
             cursor.close()
 

@@ -31,6 +31,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -172,6 +173,18 @@ def _check_no_delimiter(script: str) -> None:
             )
 
 
+def kill_query(connect: Callable[[], Any], connection_id: int) -> None:
+    """``KILL QUERY <connection_id>`` from a second connection: the statement in flight stops with error 1317
+    (the session and its ``GET_LOCK`` stay)."""
+    conn = connect()
+    try:
+        cursor = conn.cursor()
+        cursor.execute(f"KILL QUERY {int(connection_id)}")
+        cursor.close()
+    finally:
+        conn.close()
+
+
 class KillQueryWatchdog:
     """Issue ``KILL QUERY <id>`` from a second connection if a statement outlives the deadline (MySQL 8).
 
@@ -198,13 +211,7 @@ class KillQueryWatchdog:
                 return
             self.fired = True
             try:
-                conn = self._connect()
-                try:
-                    cursor = conn.cursor()
-                    cursor.execute(f"KILL QUERY {self._connection_id}")
-                    cursor.close()
-                finally:
-                    conn.close()
+                kill_query(self._connect, self._connection_id)
             except Exception as exc:  # the lock-wait backstops still bound the statement
                 self.error = exc
                 log.warning("KILL QUERY %s failed: %s", self._connection_id, exc)
@@ -456,6 +463,21 @@ class MySqlEngine(DbApiEngine):
 
     def _watchdog_connection(self) -> Any:
         return self._driver_connection(Deadline(WATCHDOG_CONNECT_S))
+
+    def _settle_after_interrupt(self) -> None:
+        """A signal's exception between mysqlclient's ``query()`` and its reading of the result (a statement that
+        ended normally, like ``SLEEP()`` after ``KILL QUERY``) leaves that result pending ("Commands out of
+        sync"): discard it, so the failure can be recorded and the lock released on this connection."""
+        discard = getattr(self._conn, "discard_result", None)  # mysqlclient; mysql-connector has no such state
+        if discard is not None:
+            with contextlib.suppress(Exception):  # nothing pending
+                discard()
+
+    def cancel(self) -> None:
+        """Stop the statement in flight (called from another thread, see engines/stop.py): ``KILL QUERY`` from
+        a second connection, the watchdog's way."""
+        if self._conn is not None and self.connection_id:
+            kill_query(self._watchdog_connection, self.connection_id)
 
     def _stop_watchdog(self) -> None:
         dog = self.last_watchdog

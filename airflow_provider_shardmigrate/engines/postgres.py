@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import select
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -57,6 +59,8 @@ LOCK_NAMESPACE = "airflow-provider-shardmigrate/migration-lock"
 BOOKKEEPING_TIMEOUT_MS = 30_000
 #: How often the server checks that our client is still there while a statement runs (PostgreSQL 14+).
 CLIENT_CHECK_INTERVAL_MS = 1_000
+#: Bound (seconds) for sending a cancel request when the process is told to stop.
+CANCEL_TIMEOUT_S = 5.0
 
 _TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})  # query_canceled, lock_not_available
 _DUPLICATE_SQLSTATES = frozenset({"23505", "42P07"})  # racing CREATE TABLE IF NOT EXISTS
@@ -175,6 +179,43 @@ class PostgresEngine(DbApiEngine):
             self._driver_errors = (psycopg.Error,)
             self.server_version = int(self.conn.info.server_version)
             self._new_cursor = lambda: self.conn.cursor(row_factory=tuple_row)
+
+    def cancel(self) -> None:
+        """Ask the server to cancel the statement in flight (called from another thread, see engines/stop.py):
+        PostgreSQL's cancel request, over a connection of its own; the statement fails with 57014."""
+        conn = self._conn
+        if conn is None:
+            return
+        cancel_safe = getattr(conn, "cancel_safe", None)  # psycopg 3.2+: does not block other threads
+        if cancel_safe is not None:
+            cancel_safe(timeout=CANCEL_TIMEOUT_S)
+        else:  # psycopg2 (and older psycopg 3)
+            conn.cancel()
+
+    def _settle_after_interrupt(self) -> None:
+        """psycopg 3 waits for results in Python, so a signal's exception (``AirflowTaskTerminated``) can leave
+        the connection with the statement still running and its result pending; psycopg settles only its own
+        ``KeyboardInterrupt``. Cancel the statement and read the result away, so the failure can be recorded and
+        the lock released on this connection."""
+        pgconn = getattr(self._conn, "pgconn", None)
+        if pgconn is None:  # psycopg2: the call returned with its statement
+            return
+        from psycopg import pq
+
+        if pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+            return
+        try:
+            self.cancel()
+            end = time.monotonic() + CANCEL_TIMEOUT_S
+            while time.monotonic() < end:
+                pgconn.consume_input()
+                if not pgconn.is_busy():
+                    while pgconn.get_result() is not None:
+                        pass
+                    return
+                select.select([pgconn.socket], [], [], 0.1)
+        except Exception as exc:  # the connection is then closed with the statement cancelled or not
+            log.warning("shard %s: could not settle the connection after a stop: %s", self.shard_id, exc)
 
     def _session_settings(self, deadline: Deadline) -> list[tuple[str, str]]:
         # Read-only sessions (drift, history listings) get what is left of the deadline for every statement;

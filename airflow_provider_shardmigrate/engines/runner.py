@@ -50,6 +50,7 @@ from airflow_provider_shardmigrate.core.sqltext import preview
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus, redact
 from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.engines.base import ShardEngine, Step
+from airflow_provider_shardmigrate.engines.stop import StopWatcher
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,8 @@ def apply_to_shard(
     try:
         with _Interrupts() as interrupts:
             engine = engine_factory(shard)
-            return _apply_to_shard(shard, migration, dry_run, run, engine, started, interrupts, tuple(requires))
+            with StopWatcher(engine):
+                return _apply_to_shard(shard, migration, dry_run, run, engine, started, interrupts, tuple(requires))
     except Exception as exc:
         # Not logged above debug: the caller reports the status (a task logs it once, the CLI prints it).
         log.debug("shard %s: %s", shard.id, exc, exc_info=True)
@@ -322,7 +324,9 @@ def rollback_shard(
     started = time.monotonic()
     try:
         with _Interrupts() as interrupts:
-            return _rollback_shard(shard, migration, dry_run, run, engine_factory(shard), started, interrupts)
+            engine = engine_factory(shard)
+            with StopWatcher(engine):
+                return _rollback_shard(shard, migration, dry_run, run, engine, started, interrupts)
     except Exception as exc:
         log.debug("shard %s: rollback failed: %s", shard.id, exc, exc_info=True)
         status = failure_status(shard, started, exc, ErrorCode.ROLLBACK_FAILED)

@@ -119,6 +119,12 @@ class SqliteEngine(DbApiEngine):
             # Readers run their own queries on ``conn`` (drift): the deadline holds for the connection's life.
             self._interrupt_at(deadline)
 
+    def cancel(self) -> None:
+        """Interrupt the statement in flight (called from another thread, see engines/stop.py)."""
+        conn = self._conn
+        if conn is not None:
+            conn.interrupt()
+
     def _interrupt_at(self, deadline: Deadline) -> None:
         self.conn.execute(f"PRAGMA busy_timeout = {deadline.remaining_ms()}")
         self.conn.set_progress_handler(lambda: 1 if deadline.expired() else 0, _PROGRESS_OPCODES)

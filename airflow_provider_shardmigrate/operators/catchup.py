@@ -23,6 +23,7 @@ from airflow_provider_shardmigrate.core.catchup import CatchupStatus, CatchupSte
 from airflow_provider_shardmigrate.core.status import Outcome
 from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.operators._context import gate_refused
+from airflow_provider_shardmigrate.operators._stop import StopsOnKill
 from airflow_provider_shardmigrate.operators.lanes import LaneAction, ShardLaneOperator, observed
 from airflow_provider_shardmigrate.operators.preflight import MigrationPreflightOperator
 from airflow_provider_shardmigrate.operators.report import MigrationReportOperator, _since_trigger_ms
@@ -177,7 +178,7 @@ class FleetPreflightOperator(MigrationPreflightOperator):
         )
 
 
-class ShardCatchupOperator(BaseOperator):
+class ShardCatchupOperator(StopsOnKill, BaseOperator):
     """Catch one shard up: every migration it lacks, in id order, up to the ``up_to`` Param, stopping at the
     first failure (``engines/runner.catch_up_shard``). The task fails when the shard did; its ``return_value``
     says what was applied, what failed and what is left pending.

@@ -40,6 +40,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
 from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.operators._context import LANE_STATE_KEY, gate_refused, lane_statuses_key
+from airflow_provider_shardmigrate.operators._stop import StopsOnKill
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -337,7 +338,7 @@ class _Lane:
         log.info("shard %s: %s (%d ms)%s", status.shard_id, status.outcome.value, status.duration_ms, detail)
 
 
-class ShardLaneOperator(BaseOperator):
+class ShardLaneOperator(StopsOnKill, BaseOperator):
     """Run a lane of a rollout: the shards dealt to it, one after another (or ``workers`` at a time, batch
     by batch, for rolling), through the per-shard protocol.
 

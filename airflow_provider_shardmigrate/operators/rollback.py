@@ -11,13 +11,14 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_shardmigrate.core.status import Outcome
 from airflow_provider_shardmigrate.core.topology import Shard
+from airflow_provider_shardmigrate.operators._stop import StopsOnKill
 from airflow_provider_shardmigrate.operators.lanes import LaneAction, ShardLaneOperator, observed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class ShardRollbackOperator(BaseOperator):
+class ShardRollbackOperator(StopsOnKill, BaseOperator):
     """Roll back the shards of one work item of auto-rollback, one after another.
 
     :param migration_path: Folder of the migration (re-read and checked against the checksum).

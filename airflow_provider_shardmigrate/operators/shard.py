@@ -19,6 +19,7 @@ from airflow_provider_shardmigrate.core.scripts import Migration, load_migration
 from airflow_provider_shardmigrate.core.status import Outcome, ShardStatus
 from airflow_provider_shardmigrate.core.topology import Shard
 from airflow_provider_shardmigrate.operators._context import failed_count, gate_refused, statuses_in
+from airflow_provider_shardmigrate.operators._stop import StopsOnKill
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -52,7 +53,7 @@ def migration_id_of_path(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
-class ShardMigrationOperator(BaseOperator):
+class ShardMigrationOperator(StopsOnKill, BaseOperator):
     """Apply or roll back one migration on one shard, following the per-shard protocol (docs/architecture.md).
 
     :param migration_path: Folder of the migration (re-read at run time and checked against the checksum).

@@ -87,6 +87,9 @@ class EngineShard:
     transactional_ddl: ClassVar[bool]
     #: Whether the shard is reached over the network (a server that never answers can be simulated).
     network: ClassVar[bool]
+    #: Whether the engine cancels its statement in the database when the process is told to stop
+    #: (``ShardEngine.cancel``, engines/stop.py); the others leave it to their in-database deadline.
+    cancels_on_stop: ClassVar[bool] = True
     #: What ``objects()`` shows of the history table itself.
     history_objects: ClassVar[frozenset[str]]
     #: Outcome code when DDL waits on another session's lock past the deadline.
@@ -514,6 +517,7 @@ class MsSqlShard(EngineShard):
     prefix = "ms"
     transactional_ddl = True
     network = True
+    cancels_on_stop = False  # pymssql has no cancel: the query timeout bounds the statement
     history_objects = frozenset({"shardmigrate_history", "shardmigrate_history_pkey"})
     missing_table_code = "208"  # Invalid object name
     exists_code = "2714"  # There is already an object named ...
@@ -593,6 +597,7 @@ class MongoShard(EngineShard):
     prefix = "mg"
     transactional_ddl = False
     network = True
+    cancels_on_stop = False  # no killOp on SIGTERM: maxTimeMS bounds the command
     history_objects = frozenset({"shardmigrate_history", "shardmigrate_locks"})
     missing_table_code = "11000"  # the suite's failing statements become a duplicate _id (mongo_dialect.py)
     exists_code = "11000"  # CREATE TABLE inserts a marker document: a second one collides (mongo_dialect.py)
@@ -768,6 +773,8 @@ ENGINE_SHARDS: list[Any] = [
 ]
 #: The engines reached over the network (a server that never answers can hang them).
 NETWORK_SHARDS: list[Any] = [param for param in ENGINE_SHARDS if param.values[0].network]
+#: The engines that cancel a statement in the database on SIGTERM/SIGINT.
+CANCELLING_SHARDS: list[Any] = [param for param in ENGINE_SHARDS if param.values[0].cancels_on_stop]
 
 
 @pytest.fixture(params=ENGINE_SHARDS)
@@ -780,6 +787,13 @@ def engine_shard(request: pytest.FixtureRequest) -> EngineShard:
 @pytest.fixture(params=NETWORK_SHARDS)
 def network_shard(request: pytest.FixtureRequest) -> EngineShard:
     """A fresh shard of each engine that is reached over the network."""
+    cls: type[EngineShard] = request.param
+    return cls.create(request, f"{cls.prefix}-0")
+
+
+@pytest.fixture(params=CANCELLING_SHARDS)
+def cancelling_shard(request: pytest.FixtureRequest) -> EngineShard:
+    """A fresh shard of each engine that cancels its statement when the process is told to stop."""
     cls: type[EngineShard] = request.param
     return cls.create(request, f"{cls.prefix}-0")
 
