@@ -9,6 +9,8 @@ lane starts no further shard -- instead of leaving it to the SIGKILL.
 
 from __future__ import annotations
 
+import sys
+
 
 class StopsOnKill:
     """Mixin for operators that work on shards: ``on_kill`` raises ``AirflowTaskTerminated``."""
@@ -16,6 +18,10 @@ class StopsOnKill:
     task_id: str
 
     def on_kill(self) -> None:
-        from airflow.sdk.exceptions import AirflowTaskTerminated
+        from airflow.sdk.exceptions import AirflowTaskTerminated, AirflowTaskTimeout
 
+        if isinstance(sys.exc_info()[1], AirflowTaskTimeout):
+            # Airflow also calls on_kill while its execution_timeout's exception propagates: that exception
+            # already stops the task (and keeps its retry semantics).
+            return
         raise AirflowTaskTerminated(f"task {self.task_id} was told to stop (SIGTERM)")
