@@ -46,6 +46,7 @@ def test_execution_timeout_during_a_statement_fails_the_task_by_the_timeout(
     text = log.out + log.err
     assert "Task failed with exception" in text and "Traceback" in text, text[-3000:]
     assert "AirflowTaskTimeout: Timeout, PID" in text  # the exception the task failed with, not ours
+    assert "AirflowTaskTerminated" not in text  # Airflow calls on_kill on a timeout too: it must not replace it
     history = sqlite_fleet.history("s0")
     if transactional:
         assert history == {}  # nothing applied: the transaction rolled back
